@@ -1,0 +1,194 @@
+"""What every converter shares: reading checkpoint files, the regex rename table, strict checks, CLI.
+
+A converter is a table of `Rule`s (HF key regex -> our parameter path, plus a transform) and an
+abstract target model; `convert` refuses missing, unexpected and mis-shaped tensors by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import struct
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_dtypes
+import numpy as np
+from tqdm import tqdm
+
+from nanoemox_jax.model.params_io import save_params
+
+
+class ConversionError(ValueError):
+  """A checkpoint does not fit the target model; the message names every offending key."""
+
+
+_SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+                       "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+                       "BOOL": np.bool_}
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+  """Memory-mapped arrays of one .safetensors file (bf16 as `ml_dtypes.bfloat16`); nothing is copied."""
+  with open(path, "rb") as f:
+    (n,) = struct.unpack("<Q", f.read(8))
+    header = json.loads(f.read(n))
+  data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n)
+  out = {}
+  for name, info in header.items():
+    if name == "__metadata__":
+      continue
+    if info["dtype"] not in _SAFETENSORS_DTYPES:
+      raise ConversionError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
+    begin, end = info["data_offsets"]
+    out[name] = data[begin:end].view(_SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
+  return out
+
+
+def read_torch_bin(path: Path) -> dict[str, np.ndarray]:
+  """A pickled PyTorch state dict, read with `weights_only=True` only (no arbitrary code runs)."""
+  try:
+    import torch
+  except ImportError as e:
+    raise ConversionError(f"{path}: reading PyTorch .bin/.pt files needs torch (pip install torch)") from e
+  obj = torch.load(path, map_location="cpu", weights_only=True)
+  if not isinstance(obj, Mapping):
+    raise ConversionError(f"{path}: expected a state dict, found {type(obj).__name__}")
+
+  def to_numpy(t):
+    if t.dtype == torch.bfloat16:
+      return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.numpy()
+
+  return {k: to_numpy(v) for k, v in obj.items() if isinstance(v, torch.Tensor)} | {
+      k: v for k, v in obj.items() if not isinstance(v, torch.Tensor)}
+
+
+def read_checkpoint(src: str | Path) -> dict[str, np.ndarray]:
+  """All tensors of an HF checkpoint: a folder (sharded index, single file) or one file."""
+  src = Path(src)
+  if not src.exists():
+    raise ConversionError(f"{src}: no such file or folder")
+  if src.is_file():
+    return read_safetensors(src) if src.suffix == ".safetensors" else read_torch_bin(src)
+  for index_name, reader in (("model.safetensors.index.json", read_safetensors),
+                             ("pytorch_model.bin.index.json", read_torch_bin)):
+    if (src / index_name).exists():
+      shards = sorted(set(json.loads((src / index_name).read_text())["weight_map"].values()))
+      tensors: dict[str, np.ndarray] = {}
+      for shard in tqdm(shards, desc=f"reading {src.name}", unit="shard", disable=len(shards) < 2):
+        if not (src / shard).exists():
+          raise ConversionError(f"{src / index_name}: shard {shard} is missing")
+        tensors.update(reader(src / shard))
+      return tensors
+  for name in ("model.safetensors", "pytorch_model.bin"):
+    if (src / name).exists():
+      return read_checkpoint(src / name)
+  found = sorted(p.name for p in src.glob("*.safetensors"))
+  if len(found) == 1:
+    return read_safetensors(src / found[0])
+  raise ConversionError(f"{src}: no model.safetensors(.index.json) or pytorch_model.bin(.index.json) found")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """Source keys matching `pattern` become `target` (a `re.sub` template) after `transform`."""
+
+  pattern: str
+  target: str
+  transform: Callable[[np.ndarray], np.ndarray] = lambda x: x
+
+
+def transpose(x: np.ndarray) -> np.ndarray:  # torch Linear weight [out, in] -> kernel [in, out]
+  return x.T
+
+
+def flatten_paths(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """{'a': {'b': x, 0: y}} -> {'a.b': x, 'a.0': y}."""
+  out = {}
+  for k, v in tree.items():
+    key = f"{prefix}{k}"
+    out.update(flatten_paths(v, key + ".") if isinstance(v, Mapping) else {key: v})
+  return out
+
+
+def unflatten_paths(flat: Mapping[str, Any]) -> dict[Any, Any]:
+  """Inverse of `flatten_paths`; digit components become int keys (nnx.List indices)."""
+  out: dict[Any, Any] = {}
+  for key, v in flat.items():
+    node = out
+    *parents, leaf = [int(p) if p.isdigit() else p for p in key.split(".")]
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = v
+  return out
+
+
+@dataclasses.dataclass
+class Report:
+  converted: int = 0
+  ignored: list[str] = dataclasses.field(default_factory=list)
+
+
+def convert(tensors: Mapping[str, np.ndarray], rules: Iterable[Rule], expected: Mapping[str, Any], *,
+            source: str, ignore: Iterable[str] = (), dtype: Any = np.float32) -> tuple[dict, Report]:
+  """Rename and reshape `tensors` into a nested dict matching `expected` (flat path -> ShapeDtypeStruct).
+
+  Every problem is collected and raised together as a ConversionError naming the source key.
+  """
+  rules, ignore = list(rules), [re.compile(p) for p in ignore]
+  out, report, problems, origin = {}, Report(), [], {}
+  for key, value in tqdm(tensors.items(), desc=f"converting {Path(source).name}", unit="tensor",
+                         disable=len(tensors) < 64):
+    if any(p.fullmatch(key) for p in ignore):
+      report.ignored.append(key)
+      continue
+    rule = next((r for r in rules if re.fullmatch(r.pattern, key)), None)
+    if rule is None:
+      problems.append(f"unexpected tensor {key} {tuple(value.shape)} (no parameter of the model takes it)")
+      continue
+    path = re.sub(rule.pattern, rule.target, key)
+    if path not in expected:
+      problems.append(f"unexpected tensor {key} {tuple(value.shape)} (maps to {path}, which the model lacks)")
+      continue
+    array = rule.transform(np.asarray(value))
+    want = tuple(expected[path].shape)
+    if array.shape != want:
+      problems.append(f"mis-shaped tensor {key}: checkpoint {tuple(value.shape)}, model {path} expects {want}"
+                      + (" after transposing" if rule.transform is transpose else ""))
+      continue
+    out[path], origin[path] = array.astype(dtype), key
+    report.converted += 1
+  problems += [f"missing tensor for {path} {tuple(s.shape)}" for path, s in expected.items() if path not in out]
+  if problems:
+    raise ConversionError(f"{source}: checkpoint does not fit the model:\n  " + "\n  ".join(problems))
+  return unflatten_paths(out), report
+
+
+def write(out_dir: str | Path, params: dict, config: dict[str, Any], report: Report, source: str) -> Path:
+  """OUT/config.json, OUT/params (Orbax), OUT/conversion.json (what was converted and ignored)."""
+  out_dir = Path(out_dir).absolute()
+  out_dir.mkdir(parents=True, exist_ok=True)
+  (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+  save_params(jax.tree.map(np.asarray, params), out_dir / "params")
+  (out_dir / "conversion.json").write_text(json.dumps(
+      {"source": str(source), "converted": report.converted, "ignored": report.ignored}, indent=2))
+  return out_dir
+
+
+def cli(description: str, run: Callable[[str, str, Any], Path], argv: list[str] | None = None) -> None:
+  """`--src DIR_OR_FILE --out DIR [--dtype float32|bfloat16]`; a ConversionError exits with code 2."""
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument("--src", required=True, help="HF folder or checkpoint file")
+  parser.add_argument("--out", required=True, help="output folder (Orbax checkpoint + config.json)")
+  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="stored parameter dtype")
+  args = parser.parse_args(argv)
+  try:
+    out = run(args.src, args.out, np.dtype(args.dtype) if args.dtype == "float32" else ml_dtypes.bfloat16)
+  except ConversionError as e:
+    raise SystemExit(f"error: {e}") from None
+  print(f"wrote {out}")

@@ -1,0 +1,80 @@
+"""Transformer pieces shared by the towers and the language model.
+
+Parameter names mirror HF (`kernel` is the transpose of torch's `nn.Linear.weight`, RMSNorm keeps
+`weight`) so converters are near-identity tables.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+DType = jnp.dtype | type
+
+
+class Linear(nnx.Module):
+  """y = x @ kernel + bias, kernel [in, out]. Corresponds to torch `nn.Linear` (weight [out, in])."""
+
+  def __init__(self, in_features: int, out_features: int, *, use_bias: bool, rngs: nnx.Rngs,
+               dtype: DType = jnp.float32, param_dtype: DType = jnp.float32, init_std: float = 0.02):
+    self.in_features, self.out_features = in_features, out_features
+    self.kernel = nnx.Param(init_std * jax.random.normal(rngs.params(), (in_features, out_features), param_dtype))
+    self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
+    self.dtype = dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:  # [..., in] -> [..., out]
+    y = x.astype(self.dtype) @ self.kernel[...].astype(self.dtype)
+    if self.bias is not None:
+      y = y + self.bias[...].astype(self.dtype)
+    return y
+
+
+class RMSNorm(nnx.Module):
+  """x / rms(x) * weight, computed in fp32. Corresponds to HF `Qwen2RMSNorm`."""
+
+  def __init__(self, dim: int, *, eps: float, dtype: DType = jnp.float32, param_dtype: DType = jnp.float32):
+    self.weight = nnx.Param(jnp.ones((dim,), param_dtype))
+    self.eps, self.dtype = eps, dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = x.astype(jnp.float32)
+    h = h * jax.lax.rsqrt(jnp.mean(h * h, axis=-1, keepdims=True) + self.eps)
+    return (self.weight[...].astype(jnp.float32) * h).astype(self.dtype)
+
+
+def rope_cos_sin(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+  """Rotary tables in fp32 for integer positions [B, T] -> cos, sin [B, T, head_dim]."""
+  inv_freq = 1.0 / theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)  # [H/2]
+  freqs = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, H/2]
+  freqs = jnp.concatenate([freqs, freqs], axis=-1)  # [B, T, H]
+  return jnp.cos(freqs), jnp.sin(freqs)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+  """Rotate-half RoPE (HF `apply_rotary_pos_emb`) in fp32. x [B, T, ..., H]; cos/sin [B, T, H]."""
+  extra = x.ndim - cos.ndim
+  cos = cos.reshape(cos.shape[:2] + (1,) * extra + cos.shape[2:])
+  sin = sin.reshape(sin.shape[:2] + (1,) * extra + sin.shape[2:])
+  h = x.astype(jnp.float32)
+  x1, x2 = jnp.split(h, 2, axis=-1)
+  rotated = jnp.concatenate([-x2, x1], axis=-1)
+  return (h * cos + rotated * sin).astype(x.dtype)
+
+
+def positions_from_mask(attention_mask: jax.Array, offset: jax.Array | int = 0) -> jax.Array:
+  """Position ids that skip padding: offset + (cumsum(mask) - 1), clipped at offset. [B, T] -> [B, T].
+
+  Equals what HF `generate` passes for left-padded batches (pad slots get a harmless position).
+  """
+  pos = jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1
+  return jnp.asarray(offset, jnp.int32)[..., None] + jnp.maximum(pos, 0)
+
+
+def causal_padding_mask(key_valid: jax.Array, query_slots: jax.Array) -> jax.Array:
+  """Boolean attention mask [B, T, S]: key slot s is visible to query slot t iff s <= t and valid.
+
+  key_valid [B, S] bool; query_slots [T] int (slot index of each query in the key axis).
+  """
+  key_slots = jnp.arange(key_valid.shape[-1])
+  return key_valid[:, None, :] & (key_slots[None, None, :] <= query_slots[None, :, None])

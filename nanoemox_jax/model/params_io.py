@@ -1,0 +1,65 @@
+"""Save and restore a module's parameters as an Orbax checkpoint of plain nested dicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+M = TypeVar("M", bound=nnx.Module)
+
+
+def save_params(tree: dict[str, Any], path: str | Path) -> None:
+  """Write a nested dict of arrays (e.g. `nnx.to_pure_dict(nnx.state(model, nnx.Param))`) to `path`."""
+  path = Path(path).absolute()
+  with ocp.StandardCheckpointer() as ckpt:
+    ckpt.save(path, tree, force=True)
+
+
+def restore_params(abstract: M, path: str | Path, param_dtype: Any | None = None) -> M:
+  """Fill an abstract module (from `nnx.eval_shape`) with the parameters stored at `path`.
+
+  Leaves are restored in the abstract model's dtype (or `param_dtype`); a checkpoint whose tree
+  or shapes differ from the model raises ValueError naming the first differing parameter.
+  """
+  path = Path(path).absolute()
+  if not path.exists():
+    raise FileNotFoundError(f"no parameter checkpoint at {path}")
+  graphdef, state = nnx.split(abstract)
+  target = nnx.to_pure_dict(state)
+  if param_dtype is not None:
+    target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, param_dtype), target)
+  with ocp.StandardCheckpointer() as ckpt:
+    stored = ckpt.metadata(path).item_metadata.tree
+    check_same_tree(stored, target, str(path))
+    restored = ckpt.restore(path, target)
+  nnx.replace_by_pure_dict(state, restored)
+  return nnx.merge(graphdef, state)
+
+
+def check_same_tree(found: dict[str, Any], expected: dict[str, Any], where: str) -> None:
+  """Raise ValueError naming missing, unexpected and mis-shaped leaves of two nested dicts."""
+  flat_found = {_key(p): v for p, v in jax.tree_util.tree_flatten_with_path(found)[0]}
+  flat_expected = {_key(p): v for p, v in jax.tree_util.tree_flatten_with_path(expected)[0]}
+  problems = [f"missing {k} (expected shape {tuple(flat_expected[k].shape)})" for k in flat_expected
+              if k not in flat_found]
+  problems += [f"unexpected {k} (shape {tuple(flat_found[k].shape)})" for k in flat_found if k not in flat_expected]
+  problems += [f"{k}: shape {tuple(flat_found[k].shape)} != expected {tuple(flat_expected[k].shape)}"
+               for k in flat_expected if k in flat_found
+               and tuple(flat_found[k].shape) != tuple(flat_expected[k].shape)]
+  if problems:
+    raise ValueError(f"{where}: parameters do not match the model: " + "; ".join(problems[:20])
+                     + (f" (+{len(problems) - 20} more)" if len(problems) > 20 else ""))
+
+
+def _key(path: tuple) -> str:
+  return ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def param_count(tree: Any) -> int:
+  """Number of scalars in a pytree of arrays or ShapeDtypeStructs."""
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
