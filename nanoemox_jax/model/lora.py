@@ -72,7 +72,7 @@ def apply_lora(model: nnx.Module, cfg: LoRAConfig, *, rngs: nnx.Rngs) -> list[st
   Returns the adapted paths; raises ValueError when nothing matches.
   """
   pattern = re.compile(cfg.targets)
-  paths = [p for p, m in model.iter_modules()
+  paths = [p for p, m in nnx.iter_modules(model)
            if type(m) is Linear and pattern.fullmatch(".".join(map(str, p)))]
   if not paths:
     raise ValueError(f"LoRA: no Linear layer matches targets={cfg.targets!r}")
@@ -90,7 +90,7 @@ def apply_lora(model: nnx.Module, cfg: LoRAConfig, *, rngs: nnx.Rngs) -> list[st
 
 
 def lora_layers(model: nnx.Module) -> list[LoRALinear]:
-  return [m for _, m in model.iter_modules() if isinstance(m, LoRALinear)]
+  return [m for _, m in nnx.iter_modules(model) if isinstance(m, LoRALinear)]
 
 
 def merge(model: nnx.Module) -> None:
