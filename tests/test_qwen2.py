@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from flax import nnx
 
 from nanoemox_jax.model import qwen2
 from nanoemox_jax.model.params_io import param_count
@@ -38,6 +39,7 @@ def test_logits_match_hf(tmp_path, tied, heads, kv):
   hf = random_qwen2(cfg)
   model = save_and_convert(hf, tmp_path)
   assert (model.lm_head is None) == tied
+  assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(nnx.state(model)))  # not numpy: no copy per call
   ids, mask = left_padded([13, 7, 1], cfg.vocab_size)  # odd lengths, left padding, a 1-token row
   with torch.no_grad():
     ref = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),

@@ -30,9 +30,9 @@ def restore_params(abstract: M, path: str | Path, param_dtype: Any | None = None
   if not path.exists():
     raise FileNotFoundError(f"no parameter checkpoint at {path}")
   graphdef, state = nnx.split(abstract)
-  target = nnx.to_pure_dict(state)
-  if param_dtype is not None:
-    target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, param_dtype), target)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # jax arrays, not numpy copies per call
+  target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, param_dtype or s.dtype, sharding=device),
+                        nnx.to_pure_dict(state))
   with ocp.StandardCheckpointer() as ckpt:
     stored = ckpt.metadata(path).item_metadata.tree
     check_same_tree(stored, target, str(path))
