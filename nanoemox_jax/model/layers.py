@@ -43,6 +43,25 @@ class RMSNorm(nnx.Module):
     return (self.weight[...].astype(jnp.float32) * h).astype(self.dtype)
 
 
+class LayerNorm(nnx.Module):
+  """(x - mean) / sqrt(var + eps) * weight + bias over the last axis, in fp32. Corresponds to torch `nn.LayerNorm`."""
+
+  def __init__(self, dim: int, *, eps: float, use_bias: bool = True, dtype: DType = jnp.float32,
+               param_dtype: DType = jnp.float32):
+    self.weight = nnx.Param(jnp.ones((dim,), param_dtype))
+    self.bias = nnx.Param(jnp.zeros((dim,), param_dtype)) if use_bias else None
+    self.eps, self.dtype = eps, dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = x.astype(jnp.float32)
+    mean = jnp.mean(h, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(h - mean), axis=-1, keepdims=True)
+    h = (h - mean) * jax.lax.rsqrt(var + self.eps) * self.weight[...].astype(jnp.float32)
+    if self.bias is not None:
+      h = h + self.bias[...].astype(jnp.float32)
+    return h.astype(self.dtype)
+
+
 def rope_cos_sin(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
   """Rotary tables in fp32 for integer positions [B, T] -> cos, sin [B, T, head_dim]."""
   inv_freq = 1.0 / theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)  # [H/2]
