@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nanoemox_jax.model.layers import DType, LayerNorm, Linear
+from nanoemox_jax.model.layers import DType, LayerNorm, Linear, multi_head_attention
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,16 +46,15 @@ class CrossAttention(nnx.Module):
   def __init__(self, dim: int, heads: int, dropout: float, *, rngs: nnx.Rngs, dtype: DType, param_dtype: DType):
     kw = dict(use_bias=True, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     self.q_proj, self.k_proj, self.v_proj, self.out_proj = (Linear(dim, dim, **kw) for _ in range(4))
-    self.heads, self.dtype = heads, dtype
+    self.heads = heads
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
   def __call__(self, query: jax.Array, context: jax.Array) -> jax.Array:  # [B, Tq, D], [B, Tk, D] -> [B, Tq, D]
     b, t, d = query.shape
     split = lambda x: x.reshape(x.shape[0], x.shape[1], self.heads, d // self.heads)  # [B, T, N, H]
-    q, k, v = split(self.q_proj(query)), split(self.k_proj(context)), split(self.v_proj(context))
-    scores = jnp.einsum("bqnh,bknh->bnqk", q, k, preferred_element_type=jnp.float32) * (d // self.heads) ** -0.5
-    probs = self.dropout(jax.nn.softmax(scores, axis=-1)).astype(self.dtype)
-    return self.out_proj(jnp.einsum("bnqk,bknh->bqnh", probs, v).reshape(b, t, d))
+    out = multi_head_attention(split(self.q_proj(query)), split(self.k_proj(context)), split(self.v_proj(context)),
+                               dropout=self.dropout)
+    return self.out_proj(out.reshape(b, t, d))
 
 
 class FeedForward(nnx.Module):

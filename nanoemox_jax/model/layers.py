@@ -62,6 +62,21 @@ class LayerNorm(nnx.Module):
     return h.astype(self.dtype)
 
 
+def multi_head_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None,
+                         dropout: nnx.Dropout | None = None) -> jax.Array:
+  """softmax(q k^T / sqrt(H)) v with fp32 scores. q [B, Tq, N, H], k/v [B, Tk, N, H] -> [B, Tq, N, H].
+
+  mask: bool, broadcastable to [B, N, Tq, Tk] (True = visible). `dropout` acts on the probabilities.
+  """
+  scores = jnp.einsum("bqnh,bknh->bnqk", q, k, preferred_element_type=jnp.float32) * q.shape[-1] ** -0.5
+  if mask is not None:
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1)
+  if dropout is not None:
+    probs = dropout(probs)
+  return jnp.einsum("bnqk,bknh->bqnh", probs.astype(v.dtype), v)
+
+
 def rope_cos_sin(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
   """Rotary tables in fp32 for integer positions [B, T] -> cos, sin [B, T, head_dim]."""
   inv_freq = 1.0 / theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)  # [H/2]

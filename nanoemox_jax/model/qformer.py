@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nanoemox_jax.model.layers import DType, LayerNorm, Linear
+from nanoemox_jax.model.layers import DType, LayerNorm, Linear, multi_head_attention
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,19 +45,17 @@ class MultiHeadAttention(nnx.Module):
     self.query = Linear(cfg.hidden_size, cfg.hidden_size, **kw)
     self.key = Linear(kv_size, cfg.hidden_size, **kw)
     self.value = Linear(kv_size, cfg.hidden_size, **kw)
-    self.heads, self.dtype = cfg.num_attention_heads, dtype
+    self.heads = cfg.num_attention_heads
     self.dropout = nnx.Dropout(cfg.attention_probs_dropout_prob, rngs=rngs)
 
   def __call__(self, x: jax.Array, context: jax.Array, context_mask: jax.Array | None) -> jax.Array:
     """x [B, Q, D] attends to context [B, S, C]; context_mask [B, S] (1 = visible) -> [B, Q, D]."""
     b, q, d = x.shape
     split = lambda t: t.reshape(t.shape[0], t.shape[1], self.heads, d // self.heads)  # [B, L, N, H]
-    qh, kh, vh = split(self.query(x)), split(self.key(context)), split(self.value(context))
-    scores = jnp.einsum("bqnh,bsnh->bnqs", qh, kh, preferred_element_type=jnp.float32) * (d // self.heads) ** -0.5
-    if context_mask is not None:
-      scores = jnp.where(context_mask[:, None, None, :].astype(bool), scores, jnp.finfo(jnp.float32).min)
-    probs = self.dropout(jax.nn.softmax(scores, axis=-1)).astype(self.dtype)
-    return jnp.einsum("bnqs,bsnh->bqnh", probs, vh).reshape(b, q, d)
+    mask = None if context_mask is None else context_mask[:, None, None, :].astype(bool)
+    out = multi_head_attention(split(self.query(x)), split(self.key(context)), split(self.value(context)), mask,
+                               self.dropout)
+    return out.reshape(b, q, d)
 
 
 class AddNorm(nnx.Module):
