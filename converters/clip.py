@@ -10,15 +10,13 @@ carry the `vision_model.` prefix up to transformers 4.x and none from 5.x on. Bu
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flax import nnx
 
-from converters.common import ConversionError, Rule, cli, convert, flatten_paths, read_checkpoint, transpose, write
+from converters.common import Rule, cli, convert, expected_params, read_checkpoint, read_hf_config, transpose, write
 from nanoemox_jax.model.clip_vision import CLIPVisionConfig, abstract_model
 
 PREFIX = "vision_model."
@@ -46,17 +44,10 @@ def rules(prefix: str) -> tuple[Rule, ...]:
   )
 
 
-def read_config(src: Path) -> CLIPVisionConfig:
-  folder = src if src.is_dir() else src.parent
-  if not (folder / "config.json").exists():
-    raise ConversionError(f"{folder}: config.json not found next to the weights")
-  return CLIPVisionConfig.from_hf(json.loads((folder / "config.json").read_text()), source=str(folder / "config.json"))
-
-
 def convert_clip(src: str | Path, out: str | Path, dtype: Any = np.float32) -> Path:
   src = Path(src)
-  cfg = read_config(src)
-  expected = flatten_paths(nnx.to_pure_dict(nnx.state(abstract_model(cfg), nnx.Param)))
+  cfg = read_hf_config(src, CLIPVisionConfig.from_hf)
+  expected = expected_params(abstract_model(cfg))
   tensors = read_checkpoint(src)
   prefix = PREFIX if any(k.startswith(PREFIX) for k in tensors) else ""
   params, report = convert(tensors, rules(prefix), expected, source=str(src), ignore=IGNORE, dtype=dtype)

@@ -94,6 +94,24 @@ def read_checkpoint(src: str | Path) -> dict[str, np.ndarray]:
   raise ConversionError(f"{src}: no model.safetensors(.index.json) or pytorch_model.bin(.index.json) found")
 
 
+def read_hf_config(src: Path, from_hf: Callable[[dict, str], Any]) -> Any:
+  """The model config from the `config.json` beside the weights; a bad field is a ConversionError."""
+  path = (src if src.is_dir() else src.parent) / "config.json"
+  if not path.exists():
+    raise ConversionError(f"{path.parent}: config.json not found next to the weights")
+  try:
+    return from_hf(json.loads(path.read_text()), str(path))
+  except ValueError as e:
+    raise ConversionError(str(e)) from None
+
+
+def expected_params(abstract: Any) -> dict[str, Any]:
+  """Flat path -> ShapeDtypeStruct of an abstract module's `nnx.Param`s (what a converter must fill)."""
+  from flax import nnx
+
+  return flatten_paths(nnx.to_pure_dict(nnx.state(abstract, nnx.Param)))
+
+
 @dataclasses.dataclass(frozen=True)
 class Rule:
   """Source keys matching `pattern` become `target` (a `re.sub` template) after `transform`."""

@@ -9,15 +9,13 @@ The positional conv's weight norm (`weight_g`/`weight_v`, or torch's newer
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flax import nnx
 
-from converters.common import ConversionError, Rule, cli, convert, flatten_paths, read_checkpoint, transpose, write
+from converters.common import ConversionError, Rule, cli, convert, expected_params, read_checkpoint, read_hf_config, transpose, write
 from nanoemox_jax.model.hubert import HubertConfig, abstract_model
 
 _P = r"(?:hubert\.)?"  # HubertForCTC / HubertForSequenceClassification keep the model under `hubert.`
@@ -71,20 +69,10 @@ def fold_weight_norm(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
   return out
 
 
-def read_config(src: Path) -> HubertConfig:
-  folder = src if src.is_dir() else src.parent
-  if not (folder / "config.json").exists():
-    raise ConversionError(f"{folder}: config.json not found next to the weights")
-  try:
-    return HubertConfig.from_hf(json.loads((folder / "config.json").read_text()), source=str(folder / "config.json"))
-  except ValueError as e:
-    raise ConversionError(str(e)) from None
-
-
 def convert_hubert(src: str | Path, out: str | Path, dtype: Any = np.float32) -> Path:
   src = Path(src)
-  cfg = read_config(src)
-  expected = flatten_paths(nnx.to_pure_dict(nnx.state(abstract_model(cfg), nnx.Param)))
+  cfg = read_hf_config(src, HubertConfig.from_hf)
+  expected = expected_params(abstract_model(cfg))
   tensors = fold_weight_norm(read_checkpoint(src))
   params, report = convert(tensors, RULES, expected, source=str(src), ignore=IGNORE, dtype=dtype)
   return write(out, params, cfg.to_hf(), report, str(src))

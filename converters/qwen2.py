@@ -5,14 +5,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flax import nnx
 
-from converters.common import ConversionError, Rule, cli, convert, flatten_paths, read_checkpoint, transpose, write
+from converters.common import Rule, cli, convert, expected_params, read_checkpoint, read_hf_config, transpose, write
 from nanoemox_jax.model.qwen2 import Qwen2Config, abstract_model
 
 _LAYER = r"model\.layers\.(\d+)\."
@@ -26,17 +24,10 @@ RULES = (
 )
 
 
-def read_config(src: Path) -> Qwen2Config:
-  folder = src if src.is_dir() else src.parent
-  if not (folder / "config.json").exists():
-    raise ConversionError(f"{folder}: config.json not found next to the weights")
-  return Qwen2Config.from_hf(json.loads((folder / "config.json").read_text()), source=str(folder / "config.json"))
-
-
 def convert_qwen2(src: str | Path, out: str | Path, dtype: Any = np.float32) -> Path:
   src = Path(src)
-  cfg = read_config(src)
-  expected = flatten_paths(nnx.to_pure_dict(nnx.state(abstract_model(cfg), nnx.Param)))
+  cfg = read_hf_config(src, Qwen2Config.from_hf)
+  expected = expected_params(abstract_model(cfg))
   # A tied checkpoint may still carry lm_head.weight (a copy of the embedding): skipped and counted.
   ignore = [r"lm_head\.weight"] if cfg.tie_word_embeddings else []
   params, report = convert(read_checkpoint(src), RULES, expected, source=str(src), ignore=ignore, dtype=dtype)

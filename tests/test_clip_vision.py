@@ -201,7 +201,7 @@ def test_config_defaults_round_trip_and_refusals():
   cfg = from_hf(tiny_vision_config(hidden_act="gelu", layer_norm_eps=1e-6).to_dict())
   assert from_hf(transformers.CLIPVisionConfig.from_dict(cfg.to_hf()).to_dict()) == cfg
   base = tiny_vision_config().to_dict()
-  for bad, message in [({"hidden_act": "relu"}, "hidden_act"), ({"image_size": [32, 32]}, "image_size"),
+  for bad, message in [({"hidden_act": "tanh"}, "hidden_act"), ({"image_size": [32, 32]}, "image_size"),
                        ({"num_attention_heads": 5}, "num_attention_heads"), ({"patch_size": 5}, "patch_size"),
                        ({"model_type": "siglip_vision_model"}, "model_type")]:
     with pytest.raises(ValueError, match=message):

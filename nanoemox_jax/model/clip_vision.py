@@ -9,7 +9,6 @@ Parameter paths mirror the `vision_model.*` keys of an HF `CLIPModel` checkpoint
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nanoemox_jax.model.layers import DType, LayerNorm, Linear, multi_head_attention
-
-ACTIVATIONS = {
-    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),  # HF `QuickGELUActivation`
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # HF `GELUActivation` (erf)
-}
+from nanoemox_jax.model.layers import ACTIVATIONS, DType, LayerNorm, Linear, MultiHeadAttention
 
 # HF `CLIPVisionConfig` class defaults (ViT-B/32): what HF assumes for a field a config.json omits.
 _HF_DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
@@ -106,21 +100,6 @@ class CLIPVisionEmbeddings(nnx.Module):
     return x + self.position_embedding.embedding[...].astype(self.dtype)
 
 
-class CLIPAttention(nnx.Module):
-  """Bidirectional multi-head self-attention, all projections with bias. Corresponds to HF `CLIPAttention`."""
-
-  def __init__(self, cfg: CLIPVisionConfig, *, rngs: nnx.Rngs, dtype: DType, param_dtype: DType):
-    d = cfg.hidden_size
-    kw = dict(use_bias=True, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-    self.q_proj, self.k_proj, self.v_proj, self.out_proj = (Linear(d, d, **kw) for _ in range(4))
-    self.num_heads, self.head_dim = cfg.num_attention_heads, d // cfg.num_attention_heads
-
-  def __call__(self, x: jax.Array) -> jax.Array:  # [B, T, D] -> [B, T, D]
-    b, t, _ = x.shape
-    q, k, v = (proj(x).reshape(b, t, self.num_heads, self.head_dim) for proj in (self.q_proj, self.k_proj, self.v_proj))
-    return self.out_proj(multi_head_attention(q, k, v).reshape(b, t, -1))  # [B, T, N, H] -> [B, T, D]
-
-
 class CLIPMLP(nnx.Module):
   """fc2(act(fc1(x))). Corresponds to HF `CLIPMLP`."""
 
@@ -139,7 +118,7 @@ class CLIPEncoderLayer(nnx.Module):
 
   def __init__(self, cfg: CLIPVisionConfig, *, rngs: nnx.Rngs, dtype: DType, param_dtype: DType):
     kw = dict(dtype=dtype, param_dtype=param_dtype)
-    self.self_attn = CLIPAttention(cfg, rngs=rngs, **kw)
+    self.self_attn = MultiHeadAttention(cfg.hidden_size, cfg.num_attention_heads, rngs=rngs, **kw)  # HF `CLIPAttention`
     self.layer_norm1 = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, **kw)
     self.mlp = CLIPMLP(cfg, rngs=rngs, **kw)
     self.layer_norm2 = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, **kw)
@@ -213,9 +192,6 @@ def abstract_model(cfg: CLIPVisionConfig, dtype: DType = jnp.float32,
 
 def load(path: str | Path, dtype: DType = jnp.float32, param_dtype: DType | None = None) -> CLIPVisionModel:
   """Load a checkpoint written by `python -m converters.clip` (config.json + Orbax `params/`)."""
-  from nanoemox_jax.model.params_io import restore_params  # local: keeps orbax off the import path of the model
+  from nanoemox_jax.model.params_io import load_converted  # local: keeps orbax off the import path of the model
 
-  path = Path(path)
-  cfg = CLIPVisionConfig.from_hf(json.loads((path / "config.json").read_text()), source=str(path / "config.json"))
-  return restore_params(abstract_model(cfg, dtype, param_dtype or jnp.float32), path / "params",
-                        param_dtype=param_dtype)
+  return load_converted(path, CLIPVisionConfig.from_hf, abstract_model, dtype, param_dtype)

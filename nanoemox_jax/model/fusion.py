@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nanoemox_jax.model.layers import DType, LayerNorm, Linear, multi_head_attention
+from nanoemox_jax.model.layers import DType, LayerNorm, Linear, MultiHeadAttention
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,23 +38,6 @@ class FusionConfig:
       raise ValueError(f"FusionConfig: hidden_dim={self.hidden_dim} is not a multiple of num_heads={self.num_heads}")
     if self.num_experts < 1:
       raise ValueError(f"FusionConfig: num_experts={self.num_experts} must be >= 1")
-
-
-class CrossAttention(nnx.Module):
-  """Corresponds to torch `nn.MultiheadAttention(d, heads, batch_first=True)(query, key, value)`."""
-
-  def __init__(self, dim: int, heads: int, dropout: float, *, rngs: nnx.Rngs, dtype: DType, param_dtype: DType):
-    kw = dict(use_bias=True, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-    self.q_proj, self.k_proj, self.v_proj, self.out_proj = (Linear(dim, dim, **kw) for _ in range(4))
-    self.heads = heads
-    self.dropout = nnx.Dropout(dropout, rngs=rngs)
-
-  def __call__(self, query: jax.Array, context: jax.Array) -> jax.Array:  # [B, Tq, D], [B, Tk, D] -> [B, Tq, D]
-    b, t, d = query.shape
-    split = lambda x: x.reshape(x.shape[0], x.shape[1], self.heads, d // self.heads)  # [B, T, N, H]
-    out = multi_head_attention(split(self.q_proj(query)), split(self.k_proj(context)), split(self.v_proj(context)),
-                               dropout=self.dropout)
-    return self.out_proj(out.reshape(b, t, d))
 
 
 class FeedForward(nnx.Module):
@@ -93,7 +76,7 @@ class MultiScaleFusion(nnx.Module):
     self.config = cfg
     self.audio_proj = Linear(cfg.audio_dim, cfg.hidden_dim, use_bias=True, **kw)  # shared by all experts
     self.visual_proj = Linear(cfg.visual_dim, cfg.hidden_dim, use_bias=True, **kw)
-    self.cross_attns = nnx.List([CrossAttention(cfg.hidden_dim, cfg.num_heads, cfg.dropout, **kw)
+    self.cross_attns = nnx.List([MultiHeadAttention(cfg.hidden_dim, cfg.num_heads, dropout=cfg.dropout, **kw)
                                  for _ in range(cfg.num_experts)])
     self.ffns = nnx.List([FeedForward(cfg.hidden_dim, cfg.dropout, **kw) for _ in range(cfg.num_experts)])
     self.gate_mlp = Gate(cfg, **kw) if cfg.weighting == "gate" else None

@@ -10,9 +10,6 @@ conv holds the effective weight (the converter folds torch's weight norm). `mask
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,16 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nanoemox_jax.model.layers import DType, LayerNorm, Linear
-
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "gelu": functools.partial(jax.nn.gelu, approximate=False),  # HF `GELUActivation` (erf)
-    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
-    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
-    "relu": jax.nn.relu,
-    "silu": jax.nn.silu,
-    "swish": jax.nn.silu,
-}
+from nanoemox_jax.model.layers import ACTIVATIONS, DType, LayerNorm, Linear, MultiHeadAttention
 
 # HF `HubertConfig` class defaults (hubert-base): what HF assumes for a field a config.json omits.
 _HF_DEFAULTS: dict[str, Any] = dict(
@@ -238,26 +226,6 @@ class HubertPositionalConvEmbedding(nnx.Module):
     return ACTIVATIONS[self.activation](self.conv(x)[:, :x.shape[1]])
 
 
-class HubertAttention(nnx.Module):
-  """Bidirectional multi-head attention with biases. Corresponds to HF `HubertAttention`."""
-
-  def __init__(self, cfg: HubertConfig, *, rngs: nnx.Rngs, dtype: DType, param_dtype: DType):
-    d = cfg.hidden_size
-    kw = dict(use_bias=True, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-    self.q_proj, self.k_proj, self.v_proj, self.out_proj = (Linear(d, d, **kw) for _ in range(4))
-    self.num_heads, self.head_dim, self.dtype = cfg.num_attention_heads, d // cfg.num_attention_heads, dtype
-
-  def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
-    """x [B, T, D]; mask [B, T] bool marks the frames that may be attended to (None: all)."""
-    b, t, _ = x.shape
-    q, k, v = (proj(x).reshape(b, t, self.num_heads, self.head_dim) for proj in (self.q_proj, self.k_proj, self.v_proj))
-    scores = jnp.einsum("bqnh,bknh->bnqk", q, k, preferred_element_type=jnp.float32) * self.head_dim**-0.5
-    if mask is not None:
-      scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)  # [B, N, T, T]
-    return self.out_proj(jnp.einsum("bnqk,bknh->bqnh", probs, v).reshape(b, t, -1))
-
-
 class HubertFeedForward(nnx.Module):
   """Linear -> activation -> Linear. Corresponds to HF `HubertFeedForward`."""
 
@@ -276,7 +244,7 @@ class HubertEncoderLayer(nnx.Module):
 
   def __init__(self, cfg: HubertConfig, *, rngs: nnx.Rngs, dtype: DType, param_dtype: DType):
     kw = dict(dtype=dtype, param_dtype=param_dtype)
-    self.attention = HubertAttention(cfg, rngs=rngs, **kw)
+    self.attention = MultiHeadAttention(cfg.hidden_size, cfg.num_attention_heads, rngs=rngs, **kw)  # HF `HubertAttention`
     self.layer_norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, **kw)
     self.feed_forward = HubertFeedForward(cfg, rngs=rngs, **kw)
     self.final_layer_norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, **kw)
@@ -284,9 +252,9 @@ class HubertEncoderLayer(nnx.Module):
 
   def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:  # [B, T, D]
     if self.stable:
-      x = x + self.attention(self.layer_norm(x), mask)
+      x = x + self.attention(self.layer_norm(x), mask=mask)
       return x + self.feed_forward(self.final_layer_norm(x))
-    x = self.layer_norm(x + self.attention(x, mask))
+    x = self.layer_norm(x + self.attention(x, mask=mask))
     return self.final_layer_norm(x + self.feed_forward(x))
 
 
@@ -368,9 +336,6 @@ def abstract_model(cfg: HubertConfig, dtype: DType = jnp.float32, param_dtype: D
 
 def load(path: str | Path, dtype: DType = jnp.float32, param_dtype: DType | None = None) -> HubertModel:
   """Load a checkpoint written by `python -m converters.hubert` (config.json + Orbax `params/`)."""
-  from nanoemox_jax.model.params_io import restore_params  # local: keeps orbax off the import path of the model
+  from nanoemox_jax.model.params_io import load_converted  # local: keeps orbax off the import path of the model
 
-  path = Path(path)
-  cfg = HubertConfig.from_hf(json.loads((path / "config.json").read_text()), source=str(path / "config.json"))
-  return restore_params(abstract_model(cfg, dtype, param_dtype or jnp.float32), path / "params",
-                        param_dtype=param_dtype)
+  return load_converted(path, HubertConfig.from_hf, abstract_model, dtype, param_dtype)

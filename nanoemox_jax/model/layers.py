@@ -6,11 +6,24 @@ Parameter names mirror HF (`kernel` is the transpose of torch's `nn.Linear.weigh
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 DType = jnp.dtype | type
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {  # HF `ACT2FN` names
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),  # HF `GELUActivation` (erf), torch `nn.GELU()`
+    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),  # HF `QuickGELUActivation` (CLIP)
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+}
 
 
 class Linear(nnx.Module):
@@ -75,6 +88,32 @@ def multi_head_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Arr
   if dropout is not None:
     probs = dropout(probs)
   return jnp.einsum("bnqk,bknh->bqnh", probs.astype(v.dtype), v)
+
+
+class MultiHeadAttention(nnx.Module):
+  """Bidirectional attention with biased q/k/v/out projections.
+
+  Corresponds to HF `CLIPAttention` / `HubertAttention` (self-attention) and torch
+  `nn.MultiheadAttention(batch_first=True)` (cross-attention, its packed `in_proj` split into q/k/v).
+  """
+
+  def __init__(self, dim: int, num_heads: int, *, rngs: nnx.Rngs, context_dim: int | None = None,
+               dropout: float = 0.0, dtype: DType = jnp.float32, param_dtype: DType = jnp.float32):
+    if dim % num_heads:
+      raise ValueError(f"MultiHeadAttention: dim={dim} is not a multiple of num_heads={num_heads}")
+    kw = dict(use_bias=True, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+    self.q_proj, self.out_proj = Linear(dim, dim, **kw), Linear(dim, dim, **kw)
+    self.k_proj, self.v_proj = Linear(context_dim or dim, dim, **kw), Linear(context_dim or dim, dim, **kw)
+    self.num_heads = num_heads
+    self.dropout = nnx.Dropout(dropout, rngs=rngs) if dropout else None
+
+  def __call__(self, x: jax.Array, context: jax.Array | None = None, mask: jax.Array | None = None) -> jax.Array:
+    """x [B, T, D] attends to context [B, S, C] (default x); mask [B, S] bool (True = visible) -> [B, T, D]."""
+    context = x if context is None else context
+    split = lambda h: h.reshape(h.shape[0], h.shape[1], self.num_heads, -1)  # [B, L, N, H]
+    out = multi_head_attention(split(self.q_proj(x)), split(self.k_proj(context)), split(self.v_proj(context)),
+                               None if mask is None else mask[:, None, None, :].astype(bool), self.dropout)
+    return self.out_proj(out.reshape(x.shape))
 
 
 def rope_cos_sin(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:

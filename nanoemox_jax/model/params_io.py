@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
@@ -39,6 +42,16 @@ def restore_params(abstract: M, path: str | Path, param_dtype: Any | None = None
     restored = ckpt.restore(path, target)
   nnx.replace_by_pure_dict(state, restored)
   return nnx.merge(graphdef, state)
+
+
+def load_converted(path: str | Path, config_from_hf: Callable[[dict, str], Any], abstract_fn: Callable[..., M],
+                   dtype: Any, param_dtype: Any | None) -> M:
+  """A converter's output folder (config.json + Orbax `params/`) -> the module, compute `dtype`."""
+  path = Path(path)
+  if not (path / "config.json").exists():
+    raise FileNotFoundError(f"{path}: no config.json (expected a folder written by a converter)")
+  cfg = config_from_hf(json.loads((path / "config.json").read_text()), str(path / "config.json"))
+  return restore_params(abstract_fn(cfg, dtype, param_dtype or jnp.float32), path / "params", param_dtype=param_dtype)
 
 
 def check_same_tree(found: dict[str, Any], expected: dict[str, Any], where: str) -> None:

@@ -8,7 +8,6 @@ viewed as [B, T, K, G, H] (K kv heads, G = heads per kv head).
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -232,9 +231,6 @@ def abstract_model(cfg: Qwen2Config, dtype: DType = jnp.float32, param_dtype: DT
 
 def load(path: str | Path, dtype: DType = jnp.float32, param_dtype: DType | None = None) -> Qwen2ForCausalLM:
   """Load a checkpoint written by `python -m converters.qwen2` (config.json + Orbax `params/`)."""
-  from nanoemox_jax.model.params_io import restore_params  # local: keeps orbax off the import path of the model
+  from nanoemox_jax.model.params_io import load_converted  # local: keeps orbax off the import path of the model
 
-  path = Path(path)
-  cfg = Qwen2Config.from_hf(json.loads((path / "config.json").read_text()), source=str(path / "config.json"))
-  return restore_params(abstract_model(cfg, dtype, param_dtype or jnp.float32), path / "params",
-                        param_dtype=param_dtype)
+  return load_converted(path, Qwen2Config.from_hf, abstract_model, dtype, param_dtype)
