@@ -1,0 +1,68 @@
+"""The authors' conversation JSON (`data/*.json` in waHAHJIAHAO/Nano-EmoX).
+
+A list of `{"messages": [{"role": "user", "content": subtitle}, {"role": "assistant", "content": label}],
+"audios"|"videos": [path]}`; the item name is the media file's stem (their `*_dataset.py` classes:
+crema, m3ed, caer_ferv39k, mintrec, mintrec2). The absolute paths in the file are the authors'
+machine's, so media are looked up by file name under the media root (`audio/`, `video/` or the root).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from nanoemox_jax.data import templates
+from nanoemox_jax.data.manifest import Record
+from nanoemox_jax.data.sources.common import (VIDEO_EXTS, Media, SourceError, as_list, load_json, media_candidates,
+                                              need, pick_file, unique_ids)
+
+
+@dataclass(frozen=True)
+class Settings:
+  task: str  # "mer" or "mir"
+  media_key: str  # "audios" (audio-only) or "videos"
+  candidates: tuple[str, ...]  # empty: the question has no candidate list
+  files: dict[str, str]  # split -> file name inside a dataset folder
+  separate_audio: bool = False  # a video dataset whose audio the authors read from audio/<name>.wav
+
+
+SETTINGS = {
+    "cremad": Settings("mer", "audios", templates.CANDIDATES["cremad"], {"train": "crema_d_annotations.json"}),
+    "m3ed": Settings("mer", "audios", (), {"train": "m3ed_annotaton.json"}),
+    "caer": Settings("mer", "videos", templates.CANDIDATES["caer_ferv39k"], {"train": "caer_ferv39k_ann.json"}),
+    "ferv39k": Settings("mer", "videos", templates.CANDIDATES["caer_ferv39k"], {"train": "caer_ferv39k_ann.json"}),
+    "mintrec": Settings("mir", "videos", templates.CANDIDATES["mintrec"],
+                        {"train": "train_MIntRec_ann.json", "test": "test_MIntRec_ann.json"}, separate_audio=True),
+    "mintrec2": Settings("mir", "videos", templates.CANDIDATES["mintrec2"],
+                         {"train": "train_MIntRec2_ann.json", "test": "test_MIntRec2_ann.json"}, separate_audio=True),
+}
+
+
+def read(dataset: str, src: Path, split: str, media: Media) -> list[Record]:
+  s = SETTINGS[dataset]
+  path = pick_file(src, split, s.files)
+  items = []
+  for i, item in enumerate(as_list(load_json(path), str(path))):
+    where = f"{path} item {i}"
+    messages = need(item, "messages", where)
+    if not isinstance(messages, list) or len(messages) < 2:
+      raise SourceError(f"{where}: field 'messages' must hold a user and an assistant message")
+    files = need(item, s.media_key, where)
+    if not isinstance(files, list) or not files or not isinstance(files[0], str):
+      raise SourceError(f"{where}: field {s.media_key!r} must be a non-empty list of paths")
+    subtitle = need(messages[0], "content", f"{where} messages[0]")
+    label = need(messages[1], "content", f"{where} messages[1]")
+    items.append((PurePosixPath(files[0].replace("\\", "/")), subtitle, label))
+  records = []
+  for rid, (file, subtitle, label) in zip(unique_ids(f.stem for f, _, _ in items), items):
+    if s.media_key == "audios":
+      video, audio = None, media.find([f"audio/{file.name}", file.name])
+    else:
+      exts = (file.suffix,) + tuple(e for e in VIDEO_EXTS if e != file.suffix)
+      video = media.find(media_candidates(file.stem, ("video", ""), exts))
+      audio = media.find([f"audio/{file.stem}.wav"], required=False) if s.separate_audio else None
+    target = label if s.task == "mir" else templates.mer_answer(label, bool(s.candidates) and split == "train")
+    records.append(Record(id=rid, task=s.task, dataset=dataset, split=split, target=target, labels=(label,),
+                          candidates=s.candidates, subtitle=subtitle, video=video, audio=audio,
+                          meta={"source": path.name, "media_name": file.name}))
+  return records
