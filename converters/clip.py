@@ -16,16 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from converters.common import Rule, cli, convert, expected_params, read_checkpoint, read_hf_config, transpose, write
+from converters.common import (
+    Rule, cli, conv_to_hwio, convert, expected_params, read_checkpoint, read_hf_config, transpose, write)
 from nanoemox_jax.model.clip_vision import CLIPVisionConfig, abstract_model
 
 PREFIX = "vision_model."
 IGNORE = (r"text_model\..*", r"text_projection\.weight", r"visual_projection\.weight", r"logit_scale",
           r"(?:vision_model\.)?embeddings\.position_ids")
-
-
-def conv_to_hwio(x: np.ndarray) -> np.ndarray:  # torch Conv2d weight [out, in, kh, kw] -> Flax [kh, kw, in, out]
-  return x.transpose(2, 3, 1, 0)
 
 
 def rules(prefix: str) -> tuple[Rule, ...]:

@@ -61,8 +61,8 @@ def read_torch_bin(path: Path) -> dict[str, np.ndarray]:
 
   def to_numpy(t):
     if t.dtype == torch.bfloat16:
-      return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    return t.numpy()
+      return t.detach().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.detach().numpy()
 
   return {k: to_numpy(v) for k, v in obj.items() if isinstance(v, torch.Tensor)} | {
       k: v for k, v in obj.items() if not isinstance(v, torch.Tensor)}
@@ -123,6 +123,11 @@ class Rule:
 
 def transpose(x: np.ndarray) -> np.ndarray:  # torch Linear weight [out, in] -> kernel [in, out]
   return x.T
+
+
+def conv_to_hwio(x: np.ndarray) -> np.ndarray:
+  """torch Conv2d weight [out, in, kh, kw] -> Flax [kh, kw, in, out]; other ranks pass through to the shape check."""
+  return x.transpose(2, 3, 1, 0) if x.ndim == 4 else x
 
 
 def flatten_paths(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

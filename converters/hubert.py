@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from converters.common import ConversionError, Rule, cli, convert, expected_params, read_checkpoint, read_hf_config, transpose, write
+from converters.common import (
+    ConversionError, Rule, cli, convert, expected_params, read_checkpoint, read_hf_config, transpose, write)
 from nanoemox_jax.model.hubert import HubertConfig, abstract_model
 
 _P = r"(?:hubert\.)?"  # HubertForCTC / HubertForSequenceClassification keep the model under `hubert.`
