@@ -20,7 +20,7 @@ import ml_dtypes
 import numpy as np
 from tqdm import tqdm
 
-from nanoemox_jax.model.params_io import save_params
+from nanoemox_jax.model.params_io import flatten_paths, save_params, unflatten_paths
 
 
 class ConversionError(ValueError):
@@ -130,38 +130,20 @@ def conv_to_hwio(x: np.ndarray) -> np.ndarray:
   return x.transpose(2, 3, 1, 0) if x.ndim == 4 else x
 
 
-def flatten_paths(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  """{'a': {'b': x, 0: y}} -> {'a.b': x, 'a.0': y}."""
-  out = {}
-  for k, v in tree.items():
-    key = f"{prefix}{k}"
-    out.update(flatten_paths(v, key + ".") if isinstance(v, Mapping) else {key: v})
-  return out
-
-
-def unflatten_paths(flat: Mapping[str, Any]) -> dict[Any, Any]:
-  """Inverse of `flatten_paths`; digit components become int keys (nnx.List indices)."""
-  out: dict[Any, Any] = {}
-  for key, v in flat.items():
-    node = out
-    *parents, leaf = [int(p) if p.isdigit() else p for p in key.split(".")]
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = v
-  return out
-
-
 @dataclasses.dataclass
 class Report:
   converted: int = 0
   ignored: list[str] = dataclasses.field(default_factory=list)
+  missing: list[str] = dataclasses.field(default_factory=list)  # only with allow_missing
 
 
 def convert(tensors: Mapping[str, np.ndarray], rules: Iterable[Rule], expected: Mapping[str, Any], *,
-            source: str, ignore: Iterable[str] = (), dtype: Any = np.float32) -> tuple[dict, Report]:
+            source: str, ignore: Iterable[str] = (), dtype: Any = np.float32,
+            allow_missing: bool = False) -> tuple[dict, Report]:
   """Rename and reshape `tensors` into a nested dict matching `expected` (flat path -> ShapeDtypeStruct).
 
   Every problem is collected and raised together as a ConversionError naming the source key.
+  `allow_missing` lists absent parameters in the report instead of refusing (partial checkpoints).
   """
   rules, ignore = list(rules), [re.compile(p) for p in ignore]
   out, report, problems, origin = {}, Report(), [], {}
@@ -186,7 +168,11 @@ def convert(tensors: Mapping[str, np.ndarray], rules: Iterable[Rule], expected: 
       continue
     out[path], origin[path] = array.astype(dtype), key
     report.converted += 1
-  problems += [f"missing tensor for {path} {tuple(s.shape)}" for path, s in expected.items() if path not in out]
+  missing = [path for path in expected if path not in out]
+  if allow_missing:
+    report.missing = missing
+  else:
+    problems += [f"missing tensor for {path} {tuple(expected[path].shape)}" for path in missing]
   if problems:
     raise ConversionError(f"{source}: checkpoint does not fit the model:\n  " + "\n  ".join(problems))
   return unflatten_paths(out), report
@@ -199,7 +185,8 @@ def write(out_dir: str | Path, params: dict, config: dict[str, Any], report: Rep
   (out_dir / "config.json").write_text(json.dumps(config, indent=2))
   save_params(jax.tree.map(np.asarray, params), out_dir / "params")
   (out_dir / "conversion.json").write_text(json.dumps(
-      {"source": str(source), "converted": report.converted, "ignored": report.ignored}, indent=2))
+      {"source": str(source), "converted": report.converted, "ignored": report.ignored, "missing": report.missing},
+      indent=2))
   return out_dir
 
 

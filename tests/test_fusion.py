@@ -10,42 +10,15 @@ from flax import nnx
 from torch import nn
 
 from nanoemox_jax.model.fusion import FusionConfig, MultiScaleFusion
+from tests.official_refs import TorchFusion
 
 
-class TorchFusion(nn.Module):
-  """Independent reference: torch.nn.MultiheadAttention experts, the gate MLP, mean over time, projection."""
-
-  def __init__(self, audio_dim, visual_dim, hidden, heads, experts, llm_dim, gate=True):
-    super().__init__()
-    self.audio_proj, self.visual_proj = nn.Linear(audio_dim, hidden), nn.Linear(visual_dim, hidden)
-    self.cross_attns = nn.ModuleList(nn.MultiheadAttention(hidden, heads, batch_first=True) for _ in range(experts))
-    self.ffns = nn.ModuleList(nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(0.1),
-                                            nn.Linear(hidden, hidden)) for _ in range(experts))
-    self.gate_mlp = nn.Sequential(nn.Linear(hidden * experts, hidden), nn.GELU(), nn.Dropout(0.1),
-                                  nn.Linear(hidden, experts), nn.Softmax(dim=-1)) if gate else None
-    self.llm_proj = nn.Linear(hidden, llm_dim)
-    self.experts = experts
-
-  def forward(self, audio_layers, visual_layers):
-    outs = []
-    for i in range(self.experts):
-      a, v = self.audio_proj(audio_layers[i]), self.visual_proj(visual_layers[i])
-      h = self.cross_attns[i](a, v, v)[0] + a
-      outs.append(self.ffns[i](h) + h)
-    if self.gate_mlp is None:
-      w = torch.full((outs[0].shape[0], self.experts), 1.0 / self.experts)
-    else:
-      w = self.gate_mlp(torch.cat(outs, -1).mean(1))
-    fused = sum(w[:, i, None, None] * outs[i] for i in range(self.experts))
-    return self.llm_proj(fused.mean(1))[:, None], w
-
-
-def copy_weights(ref: TorchFusion, ours: MultiScaleFusion) -> None:
+def copy_weights(ref: TorchFusion, llm_proj: nn.Linear, ours: MultiScaleFusion) -> None:
   t = lambda x: jnp.asarray(x.detach().numpy())
   lin = lambda dst, src: (dst.kernel.set_value(t(src.weight).T), dst.bias.set_value(t(src.bias)))
   lin(ours.audio_proj, ref.audio_proj)
   lin(ours.visual_proj, ref.visual_proj)
-  lin(ours.llm_proj, ref.llm_proj)
+  lin(ours.llm_proj, llm_proj)
   for i, (att, ffn) in enumerate(zip(ref.cross_attns, ref.ffns)):
     d = att.embed_dim
     for j, name in enumerate(("q_proj", "k_proj", "v_proj")):  # packed in_proj = [q; k; v]
@@ -64,7 +37,8 @@ def copy_weights(ref: TorchFusion, ours: MultiScaleFusion) -> None:
 @pytest.mark.parametrize("weighting,experts,ta,tv", [("gate", 3, 8, 8), ("average", 3, 8, 8), ("gate", 2, 5, 7)])
 def test_matches_torch_reference(weighting, experts, ta, tv):
   torch.manual_seed(experts + ta)
-  ref = TorchFusion(24, 20, 16, 4, experts, 12, gate=weighting == "gate").eval()
+  ref = TorchFusion(24, 20, 16, 4, experts, gate=weighting == "gate").eval()
+  llm_proj = nn.Linear(16, 12)
   with torch.no_grad():
     for name, p in ref.named_parameters():
       if "ffns" in name and name.endswith(".0.weight"):
@@ -73,13 +47,14 @@ def test_matches_torch_reference(weighting, experts, ta, tv):
         p.mul_(8.0)  # make the gate far from uniform
   ours = MultiScaleFusion(FusionConfig(audio_dim=24, visual_dim=20, hidden_dim=16, num_heads=4, num_experts=experts,
                                        weighting=weighting, llm_dim=12), rngs=nnx.Rngs(0))
-  copy_weights(ref, ours)
+  copy_weights(ref, llm_proj, ours)
   ours.eval()
   audio = np.random.RandomState(0).randn(3, experts, ta, 24).astype(np.float32)
   visual = np.random.RandomState(1).randn(3, experts, tv, 20).astype(np.float32)
   with torch.no_grad():
-    token_ref, w_ref = ref([torch.from_numpy(audio[:, i]) for i in range(experts)],
-                           [torch.from_numpy(visual[:, i]) for i in range(experts)])
+    fused, w_ref = ref([torch.from_numpy(audio[:, i]) for i in range(experts)],
+                       [torch.from_numpy(visual[:, i]) for i in range(experts)])
+    token_ref = llm_proj(fused.mean(1))[:, None]
   token, w = ours(jnp.asarray(audio), jnp.asarray(visual))
   assert token.shape == (3, 1, 12) and w.shape == (3, experts)
   np.testing.assert_allclose(np.asarray(w), w_ref.numpy(), atol=1e-5)

@@ -325,3 +325,64 @@ def abstract_model(cfg: NanoEmoXConfig, dtype: DType = jnp.float32, param_dtype:
   """The model with `ShapeDtypeStruct` leaves: no memory is allocated."""
   return nnx.eval_shape(lambda: NanoEmoX(cfg, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype,
                                          tower_dtype=tower_dtype))
+
+
+def init_model(cfg: NanoEmoXConfig, seed: int = 0, dtype: DType = jnp.float32, param_dtype: DType = jnp.float32,
+               tower_dtype: DType | None = None) -> NanoEmoX:
+  """A model whose trainable parameters are initialised and whose frozen weights are still abstract.
+
+  The jitted initialiser returns only the non-frozen state, so the 2B frozen weights are never
+  drawn at random; fill them with `restore_into(..., FrozenParam)` from converted checkpoints.
+  """
+  from nanoemox_jax.model.frozen import FrozenParam
+
+  model = abstract_model(cfg, dtype, param_dtype, tower_dtype)
+  init = jax.jit(lambda: nnx.state(NanoEmoX(cfg, rngs=nnx.Rngs(seed), dtype=dtype, param_dtype=param_dtype,
+                                            tower_dtype=tower_dtype), nnx.Not(FrozenParam)))
+  nnx.update(model, init())
+  return model
+
+
+PARTS = {"clip": ("clip", clip_vision.CLIPVisionConfig.from_hf), "hubert": ("hubert", hubert.HubertConfig.from_hf),
+         "face": ("face", face.FaceXFormerConfig.from_dict), "llm": ("llm", qwen2.Qwen2Config.from_hf)}
+
+
+def load(path, dtype: DType = jnp.float32, tower_dtype: DType | None = None, seed: int = 0) -> NanoEmoX:
+  """Assemble a model from converted parts in `path`:
+
+    nanoemox.json            {"preset": NAME, "overrides": {field: value}} (configs/model.py presets)
+    clip/ hubert/ face/ llm/ outputs of converters.clip / hubert / facexformer / qwen2
+    adapters/                (optional) converters.nanoemox_official output or a training export;
+                             absent: adapters are freshly initialised with `seed`
+  Each part's config.json must equal the preset's; a mismatch names the part and both configs.
+  """
+  import json
+  from pathlib import Path
+
+  from configs.model import get
+  from nanoemox_jax.model.frozen import FrozenParam
+  from nanoemox_jax.model.params_io import restore_into
+
+  path = Path(path)
+  if not (path / "nanoemox.json").exists():
+    raise FileNotFoundError(f"{path}: no nanoemox.json (see nanoemox.load's docstring for the layout)")
+  spec = json.loads((path / "nanoemox.json").read_text())
+  cfg = dataclasses.replace(get(spec["preset"]), **spec.get("overrides", {}))
+  model = init_model(cfg, seed, dtype, tower_dtype=tower_dtype)
+  for part, (config_field, from_config) in PARTS.items():
+    module = getattr(model, part)
+    if module is None:
+      continue
+    config_file = path / part / "config.json"
+    if not config_file.exists():
+      raise FileNotFoundError(f"{path / part}: missing converted part '{part}' (config.json not found)")
+    found, want = from_config(json.loads(config_file.read_text()), str(config_file)), getattr(cfg, config_field)
+    if found != want:
+      raise ValueError(f"{config_file}: the converted {part} does not match preset {spec['preset']!r}: "
+                       f"{found} != {want}")
+    restore_into(module, path / part / "params", FrozenParam)
+  if (path / "adapters").exists():
+    report = json.loads((path / "adapters" / "conversion.json").read_text()) if (
+        path / "adapters" / "conversion.json").exists() else {}
+    restore_into(model, path / "adapters" / "params", nnx.Param, partial=bool(report.get("missing")))
+  return model

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +42,56 @@ def restore_params(abstract: M, path: str | Path, param_dtype: Any | None = None
     restored = ckpt.restore(path, target)
   nnx.replace_by_pure_dict(state, restored)
   return nnx.merge(graphdef, state)
+
+
+def restore_into(module: nnx.Module, path: str | Path, variables: Any = nnx.Param, partial: bool = False) -> list[str]:
+  """Overwrite, in place, the `variables` (an NNX filter) of `module` with the checkpoint at `path`.
+
+  The checkpoint must hold exactly those variables (same tree and shapes) unless `partial`, where it
+  may hold a subset; returns the restored paths. Values are cast to the module's dtypes.
+  """
+  path = Path(path).absolute()
+  if not path.exists():
+    raise FileNotFoundError(f"no parameter checkpoint at {path}")
+  state = nnx.state(module, variables)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), nnx.to_pure_dict(state))
+  with ocp.StandardCheckpointer() as ckpt:
+    stored = ckpt.metadata(path).item_metadata.tree
+    if partial:
+      stored_keys = {_key(p) for p, _ in jax.tree_util.tree_flatten_with_path(stored)[0]}
+      flat = {_key(p): v for p, v in jax.tree_util.tree_flatten_with_path(target)[0] if _key(p) in stored_keys}
+      target = unflatten_paths(flat)
+    check_same_tree(stored, target, str(path))
+    restored = ckpt.restore(path, target)
+  flat_restored = {_key(p): v for p, v in jax.tree_util.tree_flatten_with_path(restored)[0]}
+  for var_path, var in nnx.to_flat_state(state):
+    key = ".".join(map(str, var_path))
+    if key in flat_restored:
+      var.set_value(flat_restored[key])
+  nnx.update(module, state)
+  return sorted(flat_restored)
+
+
+def flatten_paths(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """{'a': {'b': x, 0: y}} -> {'a.b': x, 'a.0': y}."""
+  out = {}
+  for k, v in tree.items():
+    key = f"{prefix}{k}"
+    out.update(flatten_paths(v, key + ".") if isinstance(v, Mapping) else {key: v})
+  return out
+
+
+def unflatten_paths(flat: Mapping[str, Any]) -> dict[Any, Any]:
+  """Inverse of `flatten_paths`; digit components become int keys (nnx.List indices)."""
+  out: dict[Any, Any] = {}
+  for key, v in flat.items():
+    node = out
+    *parents, leaf = [int(p) if p.isdigit() else p for p in key.split(".")]
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = v
+  return out
 
 
 def load_converted(path: str | Path, config_from_hf: Callable[[dict, str], Any], abstract_fn: Callable[..., M],
