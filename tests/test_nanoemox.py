@@ -160,3 +160,29 @@ def test_config_errors_name_the_field():
     dataclasses.replace(CFG, pairing="cross_layer")
   with pytest.raises(ValueError, match="modalities"):
     dataclasses.replace(CFG, modalities="AVX")
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(modalities="AT"), dict(modalities="VFT"), dict(modalities="AVFT"),  # subsets, fusion off
+    dict(fusion_type="attention"), dict(weighting="average"), dict(pairing="cross_layer", experts=9),
+    dict(audio_layers=(3, 4), visual_layers=(2, 4), experts=2), dict(visual_tokens=16),
+])
+def test_ablation_switches_build_and_run_abstractly(overrides):
+  import dataclasses
+  overrides = dict(overrides)
+  fusion = dataclasses.replace(CFG.fusion, weighting=overrides.pop("weighting", CFG.fusion.weighting),
+                               num_experts=overrides.pop("experts", CFG.fusion.num_experts))
+  video_q = dataclasses.replace(CFG.video_qformer,
+                                num_query_tokens=overrides.pop("visual_tokens", CFG.video_qformer.num_query_tokens))
+  cfg = dataclasses.replace(CFG, fusion=fusion, video_qformer=video_q, **overrides)
+  model = abstract_model(cfg)
+  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), make_batch(0))
+  out = nnx.eval_shape(lambda m, b: m(b), model, batch)
+  assert out.logits.shape == (2, S, CFG.llm.vocab_size) and out.loss.shape == ()
+  expects_gate = "M" in cfg.modalities and cfg.fusion_type == "experts"
+  assert (out.gate_weights is not None) == expects_gate
+  if expects_gate:
+    assert out.gate_weights.shape == (2, len(cfg.expert_pairs))
+  built = {p[0] for p, _ in nnx.to_flat_state(nnx.state(model))}
+  assert ("fusion" in built) == ("M" in cfg.modalities)
+  assert ("face" in built) == ("F" in cfg.modalities)
