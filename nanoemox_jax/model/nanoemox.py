@@ -298,13 +298,22 @@ class NanoEmoX(nnx.Module):
     return Output(logits, next_token_loss(logits, batch.labels), gate)
 
 
-def next_token_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Mean cross-entropy in fp32 of predicting labels[:, t+1] from logits[:, t], over labelled positions."""
+def next_token_nll(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(sum of fp32 cross-entropies of predicting labels[:, t+1] from logits[:, t], number of labelled targets).
+
+  Sums rather than a mean, so micro-batches accumulate to exactly the full batch's loss.
+  """
   targets, logits = labels[:, 1:], logits[:, :-1].astype(jnp.float32)
   valid = targets != IGNORE
   logp = jax.nn.log_softmax(logits, axis=-1)
   nll = -jnp.take_along_axis(logp, jnp.where(valid, targets, 0)[..., None], axis=-1)[..., 0]
-  return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.maximum(valid.sum(), 1)
+  return jnp.sum(jnp.where(valid, nll, 0.0)), valid.sum().astype(jnp.float32)
+
+
+def next_token_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean next-token cross-entropy over labelled positions (0 when there are none)."""
+  total, count = next_token_nll(logits, labels)
+  return total / jnp.maximum(count, 1.0)
 
 
 def check_placeholders(input_ids, counts: dict[int, int], where: str = "batch") -> None:

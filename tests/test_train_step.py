@@ -1,0 +1,80 @@
+"""The jitted train step on the tiny preset: accumulation equivalence, what each phase updates."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from nanoemox_jax.model import lora
+from nanoemox_jax.model.nanoemox import Batch, NanoEmoX
+from nanoemox_jax.train import phases
+from nanoemox_jax.train.step import OptimConfig, make_optimizer, make_train_step, nonfinite_counts
+from tests.test_nanoemox import CFG, make_batch
+
+
+def fresh_model() -> NanoEmoX:
+  model = NanoEmoX(CFG, rngs=nnx.Rngs(0))
+  for i, layer in enumerate(lora.lora_layers(model)):
+    layer.lora_b[...] = 0.05 * jax.random.normal(jax.random.key(i), layer.lora_b[...].shape)
+  return model
+
+
+def snapshot(model) -> dict[str, np.ndarray]:
+  return {".".join(map(str, p)): np.array(v) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Any(
+      nnx.Param, nnx.filterlib.OfType(type(model.llm.model.norm.weight)))))}
+
+
+def stack(batch: Batch, k: int) -> Batch:
+  """[k*b, ...] -> [k, b, ...] micro-batches."""
+  return jax.tree.map(lambda x: x.reshape((k, x.shape[0] // k) + x.shape[1:]), batch)
+
+
+@pytest.fixture(scope="module")
+def big_batch() -> Batch:
+  parts = [make_batch(10 + i, b=3, has_audio=[True, i % 2 == 0, True]) for i in range(4)]
+  return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+
+
+def test_four_micro_batches_of_three_equal_one_batch_of_twelve(big_batch):
+  results = []
+  for k in (1, 4):
+    model = fresh_model()
+    model.eval()  # dropout off: the two runs must see the same function
+    optimizer = nnx.Optimizer(model, make_optimizer(OptimConfig(1e-3, total_steps=10)), wrt=phases.trainable("3"))
+    metrics = make_train_step("3")(model, optimizer, stack(big_batch, k))
+    results.append((float(metrics["loss"]), snapshot(model)))
+  (loss1, p1), (loss4, p4) = results
+  assert abs(loss1 - loss4) < 1e-5
+  for key in p1:
+    np.testing.assert_allclose(p4[key], p1[key], atol=1e-5, rtol=0, err_msg=key)
+
+
+@pytest.mark.parametrize("phase", phases.PHASES)
+def test_a_phase_changes_exactly_its_parameters(big_batch, phase):
+  model = fresh_model()
+  before = {".".join(map(str, p)): np.array(v) for p, v in nnx.to_flat_state(nnx.state(model))
+            if not isinstance(v, nnx.RngState)}
+  trained = {".".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, phases.trainable(phase)))}
+  optimizer = nnx.Optimizer(model, make_optimizer(OptimConfig(1e-3, total_steps=10)), wrt=phases.trainable(phase))
+  step = make_train_step(phase)
+  losses = [float(step(model, optimizer, stack(big_batch, 4))["loss"]) for _ in range(2)]
+  assert all(np.isfinite(losses))
+  after = {".".join(map(str, p)): np.array(v) for p, v in nnx.to_flat_state(nnx.state(model))
+           if not isinstance(v, nnx.RngState)}
+  changed = {k for k in before if not np.array_equal(before[k], after[k])}
+  assert changed == trained, (sorted(changed - trained)[:5], sorted(trained - changed)[:5])
+  assert nonfinite_counts(optimizer) == (0, 0)
+
+
+def test_non_finite_loss_skips_the_update(big_batch):
+  model = fresh_model()
+  optimizer = nnx.Optimizer(model, make_optimizer(OptimConfig(1e-3, total_steps=10)), wrt=phases.trainable("1a"))
+  before = snapshot(model)
+  poisoned = big_batch._replace(audio=big_batch.audio.at[0].set(jnp.nan))
+  make_train_step("1a")(model, optimizer, stack(poisoned, 4))
+  assert nonfinite_counts(optimizer) == (1, 1)
+  after = snapshot(model)
+  assert all(np.array_equal(before[k], after[k]) for k in before)
