@@ -199,7 +199,7 @@ FRAMES = [np.full((64, 64, 3), 20 * i, np.uint8) for i in range(10)]
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> dict[str, tuple[str | None, str | None]]:
-  """(video, audio) per case: two good samples and four bad files."""
+  """(video, audio) per case: three good samples, four bad files and a silent track."""
   d = tmp_path_factory.mktemp("media")
   wav = d / "speech.wav"
   soundfile.write(wav, tone(300.0, 1.0, 16_000, 1)[0], 16_000)
@@ -208,13 +208,15 @@ def clips(tmp_path_factory) -> dict[str, tuple[str | None, str | None]]:
   (d / "cut.mp4").write_bytes(muxed.read_bytes()[: muxed.stat().st_size // 2])  # mp4 index (moov) lost
   (d / "notes.mp4").write_text("not a video\n" * 40)
   mute = write_cv2_video(d / "mute.mp4", FRAMES)
-  return {"good_wav": (str(mute), str(wav)), "good_muxed": (str(muxed), None), "empty": (str(d / "empty.mp4"), None),
+  one = write_cv2_video(d / "one_frame.mp4", FRAMES[:1])
+  soundfile.write(d / "silent.wav", np.zeros(16_000, np.float32), 16_000)
+  return {"good_wav": (str(mute), str(wav)), "one_frame": (str(one), str(wav)), "silent": (str(mute), str(d / "silent.wav")), "good_muxed": (str(muxed), None), "empty": (str(d / "empty.mp4"), None),
           "truncated": (str(d / "cut.mp4"), None), "no_audio_track": (str(mute), None),
           "not_video": (str(d / "notes.mp4"), None)}
 
 
 # what each case should decode to: (video, audio)
-DECODES = {"good_wav": (True, True), "good_muxed": (True, True), "empty": (False, False), "truncated": (False, False),
+DECODES = {"good_wav": (True, True), "one_frame": (True, True), "silent": (True, False), "good_muxed": (True, True), "empty": (False, False), "truncated": (False, False),
            "no_audio_track": (True, False), "not_video": (False, False)}
 
 
@@ -238,10 +240,10 @@ def test_bad_media_manifest_finishes_and_counts(tok, clips, tmp_path, mode):
   good = [n for n, d in DECODES.items() if all(d)]
   if mode == "mask":
     assert rows == DECODES
-    assert it.stats.masked == {"video": 3, "audio": 4} and it.stats.skipped == {}
+    assert it.stats.masked == {"video": 3, "audio": 5} and it.stats.skipped == {}
   else:
     assert rows == {n: DECODES[n] for n in good}
-    assert it.stats.skipped == {"media": 4} and it.stats.masked == {}
+    assert it.stats.skipped == {"media": 5} and it.stats.masked == {}
   assert it.stats.samples == {"media": len(rows)}
 
 

@@ -76,6 +76,6 @@ def make_train_step(phase: str) -> Callable[[NanoEmoX, nnx.Optimizer, Batch], di
     grads = jax.tree.map(lambda g: g / jnp.maximum(count, 1.0), grads)
     nnx.update(model, rng)
     optimizer.update(model, grads)
-    return {"loss": total / jnp.maximum(count, 1.0), "tokens": count, "grad_norm": optax.global_norm(grads)}
+    return {"loss": total / jnp.maximum(count, 1.0), "tokens": count, "grad_norm": optax.tree.norm(grads)}
 
   return step
