@@ -24,7 +24,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torchvision
 import transformers
 from flax import nnx
@@ -35,6 +34,7 @@ from converters.clip import convert_clip
 from converters.facexformer import convert_facexformer
 from converters.hubert import convert_hubert
 from nanoemox_jax.model import clip_vision, face, hubert
+from tests.official_refs import TorchFaceXFormer
 
 CLIP = {"full": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                      image_size=224, patch_size=14, hidden_act="quick_gelu"),  # ViT-L/14 @224
@@ -46,34 +46,6 @@ HUBERT = {"full": dict(hidden_size=1024, num_hidden_layers=24, num_attention_hea
                         conv_dim=(128,) * 7, feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)}
 SWIN = {"small": dict(embed_dim=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8])}
 FACE_HIDDEN = {"full": 256, "small": 64}
-
-
-class TorchFaceXFormer(torch.nn.Module):
-  """FaceXFormer's encoder half: torchvision Swin (head dropped) as `backbone` (keys `backbone.0.*`,
-  `backbone.1.*`), `linear_c[i].proj` to `hidden` per stage, bilinear upsampling (align_corners=False) to
-  the stage-1 size, deepest-first concat, `linear_fuse` (1x1 conv, no bias), spatial mean."""
-
-  def __init__(self, swin_model: SwinTransformer, hidden: int):
-    super().__init__()
-    self.backbone = torch.nn.Sequential(swin_model.features, swin_model.norm)  # state dict keys backbone.0/1.*
-    dims = [swin_model.features[2 * i + 1][0].norm1.normalized_shape[0] for i in range(4)]
-    self.linear_c = torch.nn.ModuleList(torch.nn.Module() for _ in dims)
-    for mlp, dim in zip(self.linear_c, dims):
-      mlp.proj = torch.nn.Linear(dim, hidden)
-    self.linear_fuse = torch.nn.Conv2d(4 * hidden, hidden, kernel_size=1, bias=False)
-
-  def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Stage outputs [B, H_i, W_i, C_i] and pooled face vectors [B, hidden] (what our `face` model returns)."""
-    stages, h = [], x
-    for i, layer in enumerate(self.backbone[0]):
-      h = layer(h)
-      if i % 2:
-        stages.append(h)
-    size = stages[0].shape[1:3]
-    maps = [F.interpolate(mlp.proj(s).permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False)
-            for s, mlp in zip(stages, self.linear_c)]
-    fused = self.linear_fuse(torch.cat(maps[::-1], dim=1))  # [B, hidden, H/4, W/4]
-    return stages, fused.mean(dim=(2, 3))
 
 
 def compiled_forward(model: nnx.Module, call: Callable, *inputs: jax.Array) -> tuple[Callable[[], object], float]:

@@ -1,10 +1,14 @@
-"""PyTorch re-expressions of the authors' trainable heads, with their parameter names (tests only)."""
+"""PyTorch re-expressions with the authors' parameter names: the trainable heads and FaceXFormer's encoder.
+
+Used by the tests and the benchmarks as independent references."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 import transformers
 from torch import nn
+from torchvision.models.swin_transformer import SwinTransformer
 
 
 class TorchFusion(nn.Module):
@@ -65,3 +69,31 @@ def perturb_(module: nn.Module, scale: float = 0.1) -> None:
     for name, p in module.named_parameters():
       if "norm" in name.lower() or name.endswith("bias"):
         p.add_(scale * torch.randn_like(p))
+
+
+class TorchFaceXFormer(torch.nn.Module):
+  """FaceXFormer's encoder half in PyTorch: a torchvision Swin without its head as `backbone` (so the keys
+  read `backbone.0.*`, `backbone.1.*`), `linear_c[i].proj` to `hidden`, bilinear upsampling to the stage-1
+  size, deepest-first concatenation, `linear_fuse` (1x1 conv, no bias), spatial mean."""
+
+  def __init__(self, swin_model: SwinTransformer, hidden: int):
+    super().__init__()
+    self.backbone = torch.nn.Sequential(*list(swin_model.children())[:-1])
+    dims = [swin_model.features[2 * i + 1][0].norm1.normalized_shape[0] for i in range(4)]
+    self.linear_c = torch.nn.ModuleList(torch.nn.Module() for _ in dims)
+    for mlp, dim in zip(self.linear_c, dims):
+      mlp.proj = torch.nn.Linear(dim, hidden)
+    self.linear_fuse = torch.nn.Conv2d(4 * hidden, hidden, kernel_size=1, bias=False)
+
+  def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Stage outputs [B, H, W, C] and pooled face vectors [B, hidden] (what our `face` model returns)."""
+    stages, h = [], x
+    for i, layer in enumerate(self.backbone[0]):
+      h = layer(h)
+      if i % 2:
+        stages.append(h)
+    size = stages[0].shape[1:3]
+    maps = [F.interpolate(mlp.proj(s).permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False)
+            for s, mlp in zip(stages, self.linear_c)]
+    fused = self.linear_fuse(torch.cat(maps[::-1], dim=1))  # [B, hidden, H/4, W/4]
+    return stages, fused.mean(dim=(2, 3))
