@@ -173,11 +173,13 @@ def test_ctc_bin_checkpoint_with_either_weight_norm_form(tmp_path, form):
   (tmp_path / "hf" / "config.json").write_text(ctc.config.to_json_string())
   convert_hubert(tmp_path / "hf" / "pytorch_model.bin", tmp_path / "jax")
   report = json.loads((tmp_path / "jax" / "conversion.json").read_text())
-  assert sorted(report["ignored"]) == ["hubert.masked_spec_embed", "lm_head.bias", "lm_head.weight"]
+  assert sorted(report["ignored"]) == ["lm_head.bias", "lm_head.weight"]
   model = hubert.load(tmp_path / "jax")
-  effective = ctc.hubert.encoder.pos_conv_embed.conv.weight.detach().numpy()  # torch's weight-norm result
-  np.testing.assert_allclose(np.asarray(model.encoder.pos_conv_embed.conv.kernel[...]),
-                             effective.transpose(2, 1, 0), atol=1e-6, rtol=0)
+  conv = model.encoder.pos_conv_embed.conv  # g and v kept apart, as torch's weight norm holds them
+  g_key, v_key = (next(k for k in state if k.endswith(ends)) for ends in (("weight_g", "original0"),
+                                                                          ("weight_v", "original1")))
+  np.testing.assert_array_equal(np.asarray(conv.weight_g[...]), state[g_key].numpy().reshape(-1))
+  np.testing.assert_array_equal(np.asarray(conv.weight_v[...]), state[v_key].numpy().transpose(2, 1, 0))
   audio, mask = padded_audio(LENGTHS[:2], seed=5)
   assert_states_close(run(model, jnp.asarray(audio), jnp.asarray(mask)), hf_outputs(ctc.hubert, audio, mask))
 
@@ -203,8 +205,7 @@ def edited_checkpoint(tmp_path: Path, folder: Path, edit) -> Path:
      r"mis-shaped tensor feature_extractor\.conv_layers\.1\.conv\.weight: checkpoint \(16, 16, 5\), "
      r"model feature_extractor\.conv_layers\.1\.conv\.kernel expects \(3, 16, 16\)"),
     (lambda t: t.pop("encoder.pos_conv_embed.conv." + _POS + "1"),  # half a weight-norm pair
-     r"unexpected tensor encoder\.pos_conv_embed\.conv\.parametrizations\.weight\.original0(.|\n)*"
-     r"missing tensor for encoder\.pos_conv_embed\.conv\.kernel"),
+     r"missing tensor for encoder\.pos_conv_embed\.conv\.weight_v"),
 ])
 def test_refuses_bad_checkpoints(tmp_path, converted, edit, message):
   _, folder, _ = converted("large")
@@ -254,10 +255,7 @@ def test_hubert_large_parameter_count_matches_hf_meta():
   assert cfg == hubert.HubertConfig()  # the defaults are HuBERT-Large
   abstract = hubert.abstract_model(cfg)
   ours = param_count(jax.tree.leaves(abstract, is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct)))
-  # Ours drops masked_spec_embed (hidden_size) and folds the weight-norm gain g (one per kernel tap) into the weight.
-  assert hf.masked_spec_embed.numel() == 1024
-  assert hf.encoder.pos_conv_embed.conv.parametrizations.weight.original0.numel() == 128
-  assert ours == expected - 1024 - 128 == 315_437_568
+  assert ours == expected == 315_438_720
 
 
 def test_config_defaults_and_refusals():

@@ -48,6 +48,7 @@ class HubertConfig:
   num_conv_pos_embeddings: int = 128
   num_conv_pos_embedding_groups: int = 16
   do_stable_layer_norm: bool = True  # pre-norm layers + a final encoder LayerNorm
+  masked_spec_embed: bool = True  # HF builds it when mask_time_prob or mask_feature_prob > 0 (training-time only)
 
   def __post_init__(self):
     problems = []
@@ -76,6 +77,7 @@ class HubertConfig:
       raise ValueError(f"{source}: adapter_attn_dim={hf['adapter_attn_dim']} (attention adapters) is not supported")
     kw = {k: hf.get(k, default) for k, default in _HF_DEFAULTS.items()}
     kw.update({k: tuple(kw[k]) for k in ("conv_dim", "conv_stride", "conv_kernel")})
+    kw["masked_spec_embed"] = hf.get("mask_time_prob", 0.05) > 0 or hf.get("mask_feature_prob", 0.0) > 0
     try:
       return cls(**kw)
     except ValueError as e:
@@ -85,6 +87,7 @@ class HubertConfig:
     """An HF-loadable `config.json` dict (model_type hubert)."""
     d = dataclasses.asdict(self)
     d.update({k: list(d[k]) for k in ("conv_dim", "conv_stride", "conv_kernel")})
+    d["mask_time_prob"], d["mask_feature_prob"] = (0.05 if d.pop("masked_spec_embed") else 0.0), 0.0
     return {"model_type": "hubert", "architectures": ["HubertModel"], **d}
 
 
@@ -209,17 +212,39 @@ class HubertFeatureProjection(nnx.Module):
     return self.projection(x if self.layer_norm is None else self.layer_norm(x))
 
 
+class WeightNormConv1d(nnx.Module):
+  """Grouped 1-D conv with torch's `weight_norm(dim=2)`: w = g * v / ||v||, the norm over all axes but the taps.
+
+  Parameters `weight_g` [K] and `weight_v` [K, in/groups, out] (channels-last) + `bias`, so the count equals HF's.
+  """
+
+  def __init__(self, dim: int, kernel_size: int, groups: int, *, rngs: nnx.Rngs, dtype: DType, param_dtype: DType):
+    self.weight_v = nnx.Param((dim // groups * kernel_size) ** -0.5 * jax.random.normal(
+        rngs.params(), (kernel_size, dim // groups, dim), param_dtype))
+    self.weight_g = nnx.Param(jnp.ones((kernel_size,), param_dtype))
+    self.bias = nnx.Param(jnp.zeros((dim,), param_dtype))
+    self.padding, self.groups, self.dtype = kernel_size // 2, groups, dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:  # [B, T, D] -> [B, T + 1 - K % 2, D]
+    v = self.weight_v[...].astype(jnp.float32)
+    w = self.weight_g[...].astype(jnp.float32)[:, None, None] * v * jax.lax.rsqrt(jnp.sum(v * v, axis=(1, 2),
+                                                                                         keepdims=True))
+    y = jax.lax.conv_general_dilated(x.astype(self.dtype), w.astype(self.dtype), window_strides=(1,),
+                                     padding=[(self.padding, self.padding)], dimension_numbers=("NWC", "WIO", "NWC"),
+                                     feature_group_count=self.groups)
+    return y + self.bias[...].astype(self.dtype)
+
+
 class HubertPositionalConvEmbedding(nnx.Module):
-  """Grouped same-padded conv + activation. Corresponds to HF `HubertPositionalConvEmbedding` (weight-norm form).
+  """Grouped same-padded weight-normalised conv + activation. Corresponds to HF `HubertPositionalConvEmbedding`.
 
   torch pads K // 2 on both sides; for an even K that makes one frame too many, which `HubertSamePadLayer`
   drops from the end.
   """
 
   def __init__(self, cfg: HubertConfig, *, rngs: nnx.Rngs, dtype: DType, param_dtype: DType):
-    k = cfg.num_conv_pos_embeddings
-    self.conv = Conv1d(cfg.hidden_size, cfg.hidden_size, k, padding=k // 2, groups=cfg.num_conv_pos_embedding_groups,
-                       use_bias=True, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+    self.conv = WeightNormConv1d(cfg.hidden_size, cfg.num_conv_pos_embeddings, cfg.num_conv_pos_embedding_groups,
+                                 rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     self.activation = cfg.feat_extract_activation
 
   def __call__(self, x: jax.Array) -> jax.Array:  # [B, T, D] -> [B, T, D]
@@ -303,7 +328,8 @@ class HubertOutput(NamedTuple):
 
 
 class HubertModel(nnx.Module):
-  """Corresponds to HF `HubertModel` (without `masked_spec_embed`)."""
+  """Corresponds to HF `HubertModel`. `masked_spec_embed` (SpecAugment's mask vector) is kept so checkpoints
+  and parameter counts match HF; nothing here uses it (no training-time masking: the tower is frozen)."""
 
   def __init__(self, cfg: HubertConfig, *, rngs: nnx.Rngs, dtype: DType = jnp.float32,
                param_dtype: DType = jnp.float32):
@@ -312,6 +338,8 @@ class HubertModel(nnx.Module):
     self.feature_extractor = HubertFeatureEncoder(cfg, **kw)
     self.feature_projection = HubertFeatureProjection(cfg, **kw)
     self.encoder = HubertEncoder(cfg, **kw)
+    if cfg.masked_spec_embed:
+      self.masked_spec_embed = nnx.Param(jax.random.uniform(rngs.params(), (cfg.hidden_size,), param_dtype))
 
   def __call__(self, input_values: jax.Array, attention_mask: jax.Array | None = None, *,
                num_layers: int | None = None) -> HubertOutput:
