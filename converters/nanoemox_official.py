@@ -42,51 +42,40 @@ import numpy as np
 from converters.common import ConversionError, Rule, convert, expected_params, read_torch_bin, transpose, write
 
 _Q = r"(video|audio)_Qformer\.bert\."
-_LINEAR = r"(\.(?:weight|bias))"
+_LORA = r"llama_model\.base_model\.model\.model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.\w+_proj)\.lora_"
+
+
+def linear(source: str, target: str) -> tuple[Rule, Rule]:
+  """torch `nn.Linear` at `source` (regex, without `.weight`) -> our `Linear` at `target` (a re.sub template)."""
+  return Rule(source + r"\.weight", target + ".kernel", transpose), Rule(source + r"\.bias", target + ".bias")
+
+
 RULES = (
     Rule(r"video_frame_position_embedding\.weight", "frame_position_embedding"),
     Rule(r"audio_position_embedding\.weight", "audio_position_embedding"),
     Rule(r"(video|audio)_query_tokens", r"\1_qformer.query_tokens"),
     Rule(_Q + r"embeddings\.LayerNorm\.(weight|bias)", r"\1_qformer.layernorm.\2"),
-    Rule(_Q + r"encoder\.layer\.(\d+)\.(attention|crossattention)\.self\.(query|key|value)\.weight",
-         r"\1_qformer.encoder.layer.\2.\3.attention.\4.kernel", transpose),
-    Rule(_Q + r"encoder\.layer\.(\d+)\.(attention|crossattention)\.self\.(query|key|value)\.bias",
-         r"\1_qformer.encoder.layer.\2.\3.attention.\4.bias"),
+    *linear(_Q + r"encoder\.layer\.(\d+)\.(attention|crossattention)\.self\.(query|key|value)",
+            r"\1_qformer.encoder.layer.\2.\3.attention.\4"),
     Rule(_Q + r"encoder\.layer\.(\d+)\.([\w.]+)\.LayerNorm\.(weight|bias)", r"\1_qformer.encoder.layer.\2.\3.LayerNorm.\4"),
-    Rule(_Q + r"encoder\.layer\.(\d+)\.([\w.]+)\.dense\.weight", r"\1_qformer.encoder.layer.\2.\3.dense.kernel", transpose),
-    Rule(_Q + r"encoder\.layer\.(\d+)\.([\w.]+)\.dense\.bias", r"\1_qformer.encoder.layer.\2.\3.dense.bias"),
-    Rule(r"video_proj\.weight", "video_proj.kernel", transpose),
-    Rule(r"video_proj\.bias", "video_proj.bias"),
-    Rule(r"audio_llama_proj\.weight", "audio_proj.kernel", transpose),
-    Rule(r"audio_llama_proj\.bias", "audio_proj.bias"),
+    *linear(_Q + r"encoder\.layer\.(\d+)\.([\w.]+)\.dense", r"\1_qformer.encoder.layer.\2.\3.dense"),
+    *linear(r"video_proj", "video_proj"),
+    *linear(r"audio_llama_proj", "audio_proj"),
     Rule(r"facial_encoder\.query", "face_temporal.query"),
-    Rule(r"facial_encoder\.attn\.([qkv]_proj|out_proj)\.weight", r"face_temporal.attn.\1.kernel", transpose),
-    Rule(r"facial_encoder\.attn\.([qkv]_proj|out_proj)\.bias", r"face_temporal.attn.\1.bias"),
-    Rule(r"facial_encoder\.face_proj\.0\.weight", "face_temporal.fc1.kernel", transpose),
-    Rule(r"facial_encoder\.face_proj\.0\.bias", "face_temporal.fc1.bias"),
-    Rule(r"facial_encoder\.face_proj\.3\.weight", "face_temporal.fc2.kernel", transpose),
-    Rule(r"facial_encoder\.face_proj\.3\.bias", "face_temporal.fc2.bias"),
-    Rule(r"multi_multiscale_fusion\.(audio_proj|visual_proj|cross_attns\.\d+\.(?:[qkv]_proj|out_proj))\.weight",
-         r"fusion.\1.kernel", transpose),
-    Rule(r"multi_multiscale_fusion\.(audio_proj|visual_proj|cross_attns\.\d+\.(?:[qkv]_proj|out_proj))\.bias",
-         r"fusion.\1.bias"),
+    *linear(r"facial_encoder\.attn\.([qkv]_proj|out_proj)", r"face_temporal.attn.\1"),
+    *linear(r"facial_encoder\.face_proj\.0", "face_temporal.fc1"),
+    *linear(r"facial_encoder\.face_proj\.3", "face_temporal.fc2"),
+    *linear(r"multi_multiscale_fusion\.(audio_proj|visual_proj|cross_attns\.\d+\.(?:[qkv]_proj|out_proj))",
+            r"fusion.\1"),
     Rule(r"multi_multiscale_fusion\.ffns\.(\d+)\.0\.(weight|bias)", r"fusion.ffns.\1.norm.\2"),
-    Rule(r"multi_multiscale_fusion\.ffns\.(\d+)\.1\.weight", r"fusion.ffns.\1.fc1.kernel", transpose),
-    Rule(r"multi_multiscale_fusion\.ffns\.(\d+)\.1\.bias", r"fusion.ffns.\1.fc1.bias"),
-    Rule(r"multi_multiscale_fusion\.ffns\.(\d+)\.4\.weight", r"fusion.ffns.\1.fc2.kernel", transpose),
-    Rule(r"multi_multiscale_fusion\.ffns\.(\d+)\.4\.bias", r"fusion.ffns.\1.fc2.bias"),
-    Rule(r"multi_multiscale_fusion\.gate_mlp\.0\.weight", "fusion.gate_mlp.fc1.kernel", transpose),
-    Rule(r"multi_multiscale_fusion\.gate_mlp\.0\.bias", "fusion.gate_mlp.fc1.bias"),
-    Rule(r"multi_multiscale_fusion\.gate_mlp\.3\.weight", "fusion.gate_mlp.fc2.kernel", transpose),
-    Rule(r"multi_multiscale_fusion\.gate_mlp\.3\.bias", "fusion.gate_mlp.fc2.bias"),
-    Rule(r"(multi_video_embs|multi_audio_embs|attention_mlp|fc_att)\.weight", r"fusion.\1.kernel", transpose),
-    Rule(r"(multi_video_embs|multi_audio_embs|attention_mlp|fc_att)\.bias", r"fusion.\1.bias"),
-    Rule(r"multi_llama_proj\.weight", "fusion.llm_proj.kernel", transpose),
-    Rule(r"multi_llama_proj\.bias", "fusion.llm_proj.bias"),
-    Rule(r"llama_model\.base_model\.model\.model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.\w+_proj)"
-         r"\.lora_A\.default\.weight", r"llm.model.layers.\1.\2.lora_a", transpose),
-    Rule(r"llama_model\.base_model\.model\.model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.\w+_proj)"
-         r"\.lora_B\.default\.weight", r"llm.model.layers.\1.\2.lora_b", transpose),
+    *linear(r"multi_multiscale_fusion\.ffns\.(\d+)\.1", r"fusion.ffns.\1.fc1"),
+    *linear(r"multi_multiscale_fusion\.ffns\.(\d+)\.4", r"fusion.ffns.\1.fc2"),
+    *linear(r"multi_multiscale_fusion\.gate_mlp\.0", "fusion.gate_mlp.fc1"),
+    *linear(r"multi_multiscale_fusion\.gate_mlp\.3", "fusion.gate_mlp.fc2"),
+    *linear(r"(multi_video_embs|multi_audio_embs|attention_mlp|fc_att)", r"fusion.\1"),
+    *linear(r"multi_llama_proj", "fusion.llm_proj"),
+    Rule(_LORA + r"A\.default\.weight", r"llm.model.layers.\1.\2.lora_a", transpose),
+    Rule(_LORA + r"B\.default\.weight", r"llm.model.layers.\1.\2.lora_b", transpose),
 )
 BUFFERS = (r".*\.position_ids", r".*\.relative_position_index", r".*\.inv_freq")
 UNUSED = (r"image_llama_proj\..*", r"facial_encoder\.lynorm\..*")
