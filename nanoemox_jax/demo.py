@@ -1,79 +1,165 @@
-"""The README's demo: `python -m nanoemox_jax.demo --workdir DIR`.
+"""What the CPU demo needs that the real run gets from downloads: a corpus and pretrained parts.
 
-Foundation stage (until the P2E demo lands): writes a small random Qwen2 checkpoint in the HF
-layout (config.json + model.safetensors, the real 151,936-token vocabulary), converts it with
-`converters.qwen2`, loads it and runs jitted batched generation on prompts encoded with the real
-Qwen2 tokenizer from `../shared/data/qwen2_tokenizer`. The weights are random, so the text is too;
-the point is the whole path: files -> converter -> model -> KV-cache decoding -> detokenised text.
+  ensure_corpus(folder)  the synthetic corpus (`data/demo.py`) and its manifests, `manifests/<set>_<split>.jsonl`
+  ensure_model(folder)   a `nanoemox.load` folder: random frozen towers and a stand-in language model
+
+Nano-EmoX starts from pretrained CLIP, HuBERT, FaceXFormer and Qwen2.5. Offline there are none, so the
+demo's towers are randomly initialised (their pooled features still separate the corpus's classes: the
+media carry the labels in pitch, hue and drawn expression) and its LM is a `demo`-preset Qwen2 trained for
+`lm_steps` updates on the training split's prompts and answers. A random LM cannot read soft tokens at all,
+the skill a pretrained LLM brings to P2E; so in `hint_rate` of those examples the modality slots hold the
+token embeddings of the answer's label words, and the LM learns to read words from those slots. Media
+never reach this stage: the adapters trained by P2E must learn to put the label into the slots from the
+media alone, and the held-out table after each phase shows whether they did.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import time
+import math
+import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from safetensors.numpy import save_file
 
-from converters.common import flatten_paths
-from converters.qwen2 import convert_qwen2
+from configs.model import get
+from nanoemox_jax.data import demo as corpus
+from nanoemox_jax.data import pipeline, templates
+from nanoemox_jax.data.manifest import Record, read_jsonl, write_jsonl
+from nanoemox_jax.data.sources import read_source
 from nanoemox_jax.data.tokenizer import Tokenizer
-from nanoemox_jax.infer.generate import generate
 from nanoemox_jax.model import qwen2
+from nanoemox_jax.model.frozen import FrozenParam
+from nanoemox_jax.model.nanoemox import (
+  IGNORE,
+  NanoEmoX,
+  NanoEmoXConfig,
+  labelled_positions,
+  num_targets_for,
+)
+from nanoemox_jax.model.params_io import save_params
+from nanoemox_jax.train.step import OptimConfig, make_optimizer
 
-DEFAULT_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "data" / "qwen2_tokenizer"
-DEMO_CONFIG = qwen2.Qwen2Config(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4,
-                                num_key_value_heads=2, head_dim=64, max_position_embeddings=2048)
-PROMPTS = ("###Human: How does the speaker feel in this clip? ###Assistant: ",
-           "###Human: Describe the emotion of the person. ###Assistant: ",
-           "Hi")
-
-
-def write_random_hf_checkpoint(cfg: qwen2.Qwen2Config, folder: Path, seed: int = 0) -> None:
-  """HF-layout folder with random weights (names and [out, in] layouts as `save_pretrained` writes)."""
-  rng = np.random.default_rng(seed)
-  abstract = flatten_paths(nnx.to_pure_dict(nnx.state(qwen2.abstract_model(cfg), nnx.Param)))
-  tensors = {}
-  for path, spec in abstract.items():
-    name = path.replace("embed_tokens.embedding", "embed_tokens.weight").replace(".kernel", ".weight")
-    shape = spec.shape[::-1] if path.endswith(".kernel") else spec.shape
-    fill = np.ones(shape) if name.endswith("norm.weight") else 0.02 * rng.standard_normal(shape)
-    tensors[name] = fill.astype(np.float32)
-  folder.mkdir(parents=True, exist_ok=True)
-  save_file(tensors, folder / "model.safetensors")
-  (folder / "config.json").write_text(json.dumps(cfg.to_hf(), indent=2))
+DONE = "DONE"
+LM_BATCH = 12
+LM_LENGTH = 384
 
 
-def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir", default="demo_out")
-  parser.add_argument("--tokenizer", default=str(DEFAULT_TOKENIZER), help="HF tokenizer folder (vocab.json, merges.txt)")
-  parser.add_argument("--max-new-tokens", type=int, default=24)
-  args = parser.parse_args(argv)
-  work = Path(args.workdir)
-  tok = Tokenizer(args.tokenizer)
-  print(f"jax {jax.__version__} on {jax.devices()[0].platform}; tokenizer {args.tokenizer} ({len(tok)} tokens)")
-
-  write_random_hf_checkpoint(DEMO_CONFIG, work / "hf_random_qwen2")
-  convert_qwen2(work / "hf_random_qwen2", work / "converted")
-  model = qwen2.load(work / "converted")
-  print(f"converted {work / 'hf_random_qwen2'} -> {work / 'converted'}")
-
-  ids, mask = tok.encode_batch(PROMPTS)
-  stops = tok.stop_sequences("###")
-  for label in ("compile + run", "cached run"):
-    start = time.perf_counter()
-    new = np.asarray(generate(model, ids, mask, args.max_new_tokens, eos_ids=[tok.eos_id], stop_sequences=stops))
-    seconds = time.perf_counter() - start
-    print(f"{label}: {new.shape[0]} x {new.shape[1]} tokens in {seconds:.2f} s")
-  for prompt, row in zip(PROMPTS, new):
-    text = tok.decode(row, skip_special_tokens=True).split("###")[0]
-    print(f"\nprompt: {prompt!r}\nrandom-weight continuation: {text!r}")
+def ensure_corpus(folder: str | Path, seed: int = 0, per_class: int = corpus.DEFAULT_PER_CLASS) -> Path:
+  """Writes the corpus and `manifests/` under `folder` unless already complete; returns the manifests folder."""
+  folder = Path(folder)
+  manifests = folder / "manifests"
+  if (manifests / DONE).exists():
+    return manifests
+  manifests.mkdir(parents=True, exist_ok=True)
+  for dataset, splits in corpus.write_corpus(folder, seed, per_class).items():
+    for split, (annotation, media_root) in splits.items():
+      records, missing = read_source(dataset, annotation, split, media_root)
+      if missing:
+        raise FileNotFoundError(f"demo corpus {dataset}/{split}: media missing after writing: {missing[:3]}")
+      write_jsonl(records, manifests / f"{dataset}_{split}.jsonl")
+  (manifests / DONE).write_text(f"seed={seed} per_class={per_class}\n")
+  return manifests
 
 
-if __name__ == "__main__":
-  main()
+def _lm_examples(records: Sequence[Record], tokenizer: Tokenizer, cfg: NanoEmoXConfig, rng: random.Random,
+                 hint_rate: float) -> tuple[np.ndarray, ...]:
+  """ids, mask, labels [B, L] of `[BOS] prompt answer [EOS]`, and hint [B, L]: the label-word token that fills
+  each modality slot (-1: the slot stays empty, as a masked modality)."""
+  counts = pipeline.template_counts(tokenizer, cfg)
+  slots = np.array(sorted(cfg.placeholder_counts))
+  shape = (LM_BATCH, LM_LENGTH)
+  ids, labels = np.full(shape, tokenizer.pad_id, np.int32), np.full(shape, IGNORE, np.int32)
+  mask, hint = np.zeros(shape, np.int32), np.full(shape, -1, np.int32)
+  for i in range(LM_BATCH):
+    record = rng.choice(records)
+    prompt, target = templates.build_example(record, rng=rng, **counts)
+    row, row_labels, _ = pipeline.encode(tokenizer, prompt, target, LM_LENGTH)
+    n = len(row)
+    ids[i, :n], labels[i, :n], mask[i, :n] = row, row_labels, 1
+    if record.labels and rng.random() < hint_rate:
+      where = np.flatnonzero(np.isin(row, slots))
+      hint[i, where] = np.resize(tokenizer.encode(" " + " ".join(record.labels)), len(where))
+  return ids, mask, labels, hint
+
+
+def pretrain_lm(cfg: NanoEmoXConfig, tokenizer: Tokenizer, records: Sequence[Record], steps: int, seed: int = 0,
+                hint_rate: float = 0.5, learning_rate: float = 3e-3) -> qwen2.Qwen2ForCausalLM:
+  """The stand-in LM (see the module docstring): answer-token cross-entropy, AdamW, `steps` updates.
+
+  Tokens outside the corpus (all but a few thousand of the 151,936) get zero embeddings and no gradient,
+  so their logits are exactly 0 and the full-vocabulary cross-entropy needs only the corpus tokens' logits:
+  logsumexp over the vocabulary = logaddexp(logsumexp(corpus logits), log(#others)). The tied vocabulary
+  projection would otherwise be ~95% of the step.
+  """
+  if not cfg.llm.tie_word_embeddings:
+    raise ValueError("pretrain_lm: the stand-in LM ties its embeddings (the corpus-vocabulary softmax reads them)")
+  rng = random.Random(seed)
+  corpus_ids = {tokenizer.eos_id}
+  for record in records:
+    prompt, target = templates.build_example(record, **pipeline.template_counts(tokenizer, cfg))
+    corpus_ids.update(tokenizer.encode(prompt + target))
+  vocab = np.array(sorted(corpus_ids), np.int32)  # [V']
+  to_sub = np.full(cfg.llm.vocab_size, -1, np.int32)
+  to_sub[vocab] = np.arange(len(vocab))
+  lm = qwen2.Qwen2ForCausalLM(cfg.llm, rngs=nnx.Rngs(seed))
+  table = lm.model.embed_tokens.embedding
+  table[...] = jnp.zeros_like(table[...]).at[vocab].set(table[...][vocab])
+  others = math.log(cfg.llm.vocab_size - len(vocab))
+  optimizer = nnx.Optimizer(lm, make_optimizer(OptimConfig(learning_rate, steps, warmup_steps=min(10, steps))),
+                            wrt=nnx.Param)
+  slots, vocab = jnp.array(sorted(cfg.placeholder_counts)), jnp.asarray(vocab)
+
+  @nnx.jit(static_argnums=6)
+  def step(lm, optimizer, ids, mask, labels, hint, num_targets):
+    def loss(lm):
+      filled = jnp.where((hint >= 0)[..., None], lm.embed(jnp.maximum(hint, 0)), 0.0)
+      x = jnp.where(jnp.isin(ids, slots)[..., None], filled, lm.embed(ids))  # [B, L, D]
+      hidden, _ = lm.hidden_states(None, mask, inputs_embeds=x)
+      pos, targets = labelled_positions(labels, num_targets)  # [B, K], targets already sub-vocabulary ids
+      picked = jnp.take_along_axis(hidden, pos[..., None], axis=1)  # [B, K, D]
+      logits = jnp.einsum("bkd,vd->bkv", picked, lm.embed(vocab))  # [B, K, V']
+      valid = targets != IGNORE
+      lse = jnp.logaddexp(jax.nn.logsumexp(logits, axis=-1), others)
+      nll = lse - jnp.take_along_axis(logits, jnp.maximum(targets, 0)[..., None], axis=-1)[..., 0]
+      return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.maximum(valid.sum(), 1)
+
+    value, grads = nnx.value_and_grad(loss)(lm)
+    optimizer.update(lm, grads)
+    return value
+
+  for i in range(steps):
+    ids, mask, labels, hint = _lm_examples(records, tokenizer, cfg, rng, hint_rate)
+    sub_labels = np.where(labels == IGNORE, IGNORE, to_sub[np.maximum(labels, 0)])
+    value = step(lm, optimizer, ids, mask, sub_labels, hint, num_targets_for(labels))
+    if (i + 1) % 25 == 0 or i + 1 == steps:
+      print(f"stand-in LM pretraining: step {i + 1}/{steps}, loss {float(value):.4f}", flush=True)
+  return lm
+
+
+def ensure_model(folder: str | Path, preset: str, tokenizer: Tokenizer, corpus_folder: str | Path, lm_steps: int,
+                 seed: int = 0) -> Path:
+  """Writes `folder` (nanoemox.json + clip/ hubert/ face/ llm/, as the converters lay them out) unless complete."""
+  folder = Path(folder)
+  if (folder / DONE).exists():
+    return folder
+  cfg = get(preset)
+  model = nnx.eval_shape(lambda: NanoEmoX(cfg, rngs=nnx.Rngs(seed)))
+  nnx.update(model, jax.jit(lambda: nnx.state(NanoEmoX(cfg, rngs=nnx.Rngs(seed)), FrozenParam))())
+  configs = {"clip": cfg.clip.to_hf(), "hubert": cfg.hubert.to_hf(), "face": cfg.face.to_dict(),
+             "llm": cfg.llm.to_hf()}
+  manifests = Path(corpus_folder) / "manifests"
+  records = [r for f in sorted(manifests.glob("*_train.jsonl")) for r in read_jsonl(f)]
+  lm = pretrain_lm(cfg, tokenizer, records, lm_steps, seed)
+  for part, config in configs.items():
+    (folder / part).mkdir(parents=True, exist_ok=True)
+    (folder / part / "config.json").write_text(json.dumps(config, indent=2))
+    state = nnx.state(lm, nnx.Param) if part == "llm" else nnx.state(getattr(model, part), FrozenParam)
+    save_params(jax.tree.map(np.asarray, nnx.to_pure_dict(state)), folder / part / "params")
+  (folder / "nanoemox.json").write_text(json.dumps({"preset": preset}))
+  (folder / DONE).write_text(f"seed={seed} lm_steps={lm_steps}\n")
+  return folder

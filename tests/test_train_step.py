@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,9 +11,10 @@ import pytest
 from flax import nnx
 
 from nanoemox_jax.model import lora
-from nanoemox_jax.model.nanoemox import Batch, NanoEmoX
+from nanoemox_jax.model.nanoemox import IGNORE, Batch, NanoEmoX, next_token_nll, num_targets_for
 from nanoemox_jax.train import phases
-from nanoemox_jax.train.step import OptimConfig, make_optimizer, make_train_step, nonfinite_counts
+from nanoemox_jax.train.loop import stack
+from nanoemox_jax.train.step import OptimConfig, make_optimizer, make_train_step, nonfinite_counts, schedule
 from tests.test_nanoemox import CFG, make_batch
 
 
@@ -25,11 +28,6 @@ def fresh_model() -> NanoEmoX:
 def snapshot(model) -> dict[str, np.ndarray]:
   return {".".join(map(str, p)): np.array(v) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Any(
       nnx.Param, nnx.filterlib.OfType(type(model.llm.model.norm.weight)))))}
-
-
-def stack(batch: Batch, k: int) -> Batch:
-  """[k*b, ...] -> [k, b, ...] micro-batches."""
-  return jax.tree.map(lambda x: x.reshape((k, x.shape[0] // k) + x.shape[1:]), batch)
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +76,26 @@ def test_non_finite_loss_skips_the_update(big_batch):
   assert nonfinite_counts(optimizer) == (1, 1)
   after = snapshot(model)
   assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_logits_at_labelled_positions_only_give_the_full_loss(big_batch):
+  model = fresh_model()
+  model.eval()
+  total, count = next_token_nll(model(big_batch).logits, big_batch.labels)
+  k = num_targets_for(big_batch.labels)
+  assert k >= int((np.asarray(big_batch.labels)[:, 1:] != IGNORE).sum(1).max()) and k & (k - 1) == 0
+  picked_total, picked_count = model.target_nll(big_batch, k)
+  assert float(picked_count) == float(count)
+  np.testing.assert_allclose(float(picked_total), float(total), rtol=1e-6)
+
+
+def test_schedule_is_the_authors_warmup_then_cosine():
+  cfg = OptimConfig(3e-4, total_steps=100, warmup_steps=10, warmup_lr=1e-6, min_lr=1e-4)
+  lr = schedule(cfg)
+  # common/optims.py: warmup_lr_schedule(step, max_step=10, init_lr=1e-6, max_lr=3e-4), then cosine_lr_schedule
+  # at the absolute step with max_epoch = total steps.
+  for step in (0, 5, 9):
+    assert float(lr(step)) == pytest.approx(min(3e-4, 1e-6 + (3e-4 - 1e-6) * step / 10), rel=1e-6)
+  for step in (10, 50, 99):
+    assert float(lr(step)) == pytest.approx((3e-4 - 1e-4) * 0.5 * (1 + math.cos(math.pi * step / 100)) + 1e-4, rel=1e-6)
+  assert float(schedule(OptimConfig(8e-6, total_steps=10))(7)) == pytest.approx(8e-6)  # min_lr None: constant

@@ -109,18 +109,20 @@ def mixture(sources: Sequence[MixSource], seed: int, window: int = 1024) -> grai
   return grain.experimental.WindowShuffleMapDataset(mixed, window_size=window, seed=seeds[-1])
 
 
-def encode(tokenizer: Tokenizer, prompt: str, target: str, max_length: int) -> tuple[np.ndarray, np.ndarray, bool]:
-  """int32 ids [n] = `[BOS] prompt target [EOS]`, labels [n] (IGNORE on BOS and prompt), n <= max_length,
-  and whether the target was cut.
+def encode(tokenizer: Tokenizer, prompt: str, target: str | None,
+           max_length: int) -> tuple[np.ndarray, np.ndarray, bool]:
+  """int32 ids [n] = `[BOS] prompt target [EOS]` (target None: `[BOS] prompt`, a generation prompt), labels [n]
+  (IGNORE on BOS and prompt), n <= max_length, and whether the target was cut.
 
   The prompt, which holds every placeholder, is never cut: an over-long sample loses the end of its target.
-  Raises `ValueError` when the prompt leaves no room for one target token.
+  Raises `ValueError` when the prompt leaves no room for one target token (target None: does not fit).
   """
   prompt_ids = tokenizer.encode(prompt)
-  target_ids = tokenizer.encode(target) + [tokenizer.eos_id]
+  target_ids = [] if target is None else tokenizer.encode(target) + [tokenizer.eos_id]
   room = max_length - 1 - len(prompt_ids)
-  if room < 1:
-    raise ValueError(f"prompt of {len(prompt_ids) + 1} tokens leaves no room for the target in {max_length}")
+  if room < min(1, len(target_ids)):
+    overflow = "leaves no room for the target" if target_ids else "does not fit"
+    raise ValueError(f"prompt of {len(prompt_ids) + 1} tokens {overflow} in {max_length}")
   ids = np.array([tokenizer.bos_id, *prompt_ids, *target_ids[:room]], np.int32)
   labels = np.array([IGNORE] * (1 + len(prompt_ids)) + target_ids[:room], np.int32)
   return ids, labels, len(target_ids) > room
@@ -133,7 +135,9 @@ class PipelineConfig:
   train: shuffle, repeat, random question paraphrases, drop the last partial batch; False: one ordered pass
   with the first paraphrase. buckets: the padded sequence lengths (the largest is the length limit).
   workers: decoding processes (0: in the main process). media_failure / overlong: see `MEDIA_FAILURES`,
-  `OVERLONG`. window: positions within which the mixture's order is shuffled.
+  `OVERLONG`. window: positions within which the mixture's order is shuffled. prompt_only: rows are
+  `[BOS] prompt` (labels all IGNORE) for generation; a prompt longer than the largest bucket raises
+  `ValueError` naming the record instead of being skipped, so that rows stay aligned with the records.
   """
   batch_size: int
   buckets: tuple[int, ...] = (256, 512, 1024)
@@ -146,6 +150,7 @@ class PipelineConfig:
   media_failure: str = "mask"
   overlong: str = "truncate"
   window: int = 1024
+  prompt_only: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, "buckets", tuple(sorted(self.buckets)))
@@ -155,6 +160,18 @@ class PipelineConfig:
       raise ValueError(f"PipelineConfig: media_failure={self.media_failure!r} is not one of {MEDIA_FAILURES}")
     if self.overlong not in OVERLONG:
       raise ValueError(f"PipelineConfig: overlong={self.overlong!r} is not one of {OVERLONG}")
+
+
+def template_counts(tokenizer: Tokenizer, model: NanoEmoXConfig) -> dict[str, int]:
+  """`templates.build_example` keyword -> placeholder tokens per sample, checked against the tokenizer."""
+  names = {i: p for p, i in tokenizer.placeholder_ids.items()}
+  counts = dict.fromkeys(_TEMPLATE_ARGS.values(), 1)  # a disabled branch keeps one (unreplaced) placeholder
+  for token_id, n in model.placeholder_counts.items():
+    if names.get(token_id) not in _TEMPLATE_ARGS:
+      raise ValueError(f"model placeholder id {token_id} is not a modality placeholder of the tokenizer "
+                       f"{ {p: i for p, i in tokenizer.placeholder_ids.items() if p in _TEMPLATE_ARGS} }")
+    counts[_TEMPLATE_ARGS[names[token_id]]] = n
+  return counts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,8 +188,10 @@ class _Sample:
     rng = random.Random(f"{cfg.seed}:{index}") if cfg.train else None
     prompt, target = templates.build_example(record, rng=rng, **self.counts)
     try:
-      ids, labels, truncated = encode(self.tokenizer, prompt, target, cfg.buckets[-1])
+      ids, labels, truncated = encode(self.tokenizer, prompt, None if cfg.prompt_only else target, cfg.buckets[-1])
     except ValueError as e:
+      if cfg.prompt_only:
+        raise ValueError(f"{record.id}: {e}") from None
       return {"source": source, "skip": "too_long", "errors": (f"{record.id}: {e}",)}
     if truncated and cfg.overlong == "skip":
       return {"source": source, "skip": "too_long", "errors": (f"{record.id}: longer than {cfg.buckets[-1]} tokens",)}
@@ -278,13 +297,7 @@ class Pipeline:
                        f"decoder gives {media.FRAMES} / {media.CLIPS}")
     if config.buckets[-1] > model.llm.max_position_embeddings:
       raise ValueError(f"bucket {config.buckets[-1]} > the LM's {model.llm.max_position_embeddings} positions")
-    names = {i: p for p, i in tokenizer.placeholder_ids.items()}
-    counts = dict.fromkeys(_TEMPLATE_ARGS.values(), 1)  # a disabled branch keeps one (unreplaced) placeholder
-    for token_id, n in model.placeholder_counts.items():
-      if names.get(token_id) not in _TEMPLATE_ARGS:
-        raise ValueError(f"model placeholder id {token_id} is not a modality placeholder of the tokenizer "
-                         f"{ {p: i for p, i in tokenizer.placeholder_ids.items() if p in _TEMPLATE_ARGS} }")
-      counts[_TEMPLATE_ARGS[names[token_id]]] = n
+    counts = template_counts(tokenizer, model)
     if config.workers and not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()  # grain's multiprocessing reads absl flags: outside an absl app, the defaults
     shard = shard or grain.sharding.ShardByJaxProcess()

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from nanoemox_jax.model import clip_vision, face, hubert, qwen2
@@ -289,25 +290,45 @@ class NanoEmoX(nnx.Module):
       x = jnp.where(is_slot[..., None], value, x)
     return x
 
-  def __call__(self, batch: Batch) -> Output:
+  def hidden_states(self, batch: Batch) -> tuple[jax.Array, jax.Array | None]:
+    """The LM's final hidden states [B, S, D] (normed) and the fusion gate weights [B, E] (None without fusion)."""
     feats = self.tower_features(batch.frames, batch.faces, batch.audio)
     tokens, gate = self.branch_tokens(feats)
     embeds = self.embed_inputs(batch.input_ids, tokens, self.present(batch.has_video, batch.has_audio))
     hidden, _ = self.llm.hidden_states(None, batch.attention_mask, inputs_embeds=embeds)
+    return hidden, gate
+
+  def __call__(self, batch: Batch) -> Output:
+    hidden, gate = self.hidden_states(batch)
     logits = self.llm.logits(hidden)
     return Output(logits, next_token_loss(logits, batch.labels), gate)
 
+  def target_nll(self, batch: Batch, num_targets: int) -> tuple[jax.Array, jax.Array]:
+    """`next_token_nll` with logits only at the labelled positions: (sum of cross-entropies, target count).
 
-def next_token_nll(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(sum of fp32 cross-entropies of predicting labels[:, t+1] from logits[:, t], number of labelled targets).
+    The vocabulary projection and softmax run on [B, num_targets] rows instead of [B, S]; `num_targets`
+    (static) must be >= every row's number of labelled targets (`num_targets_for` gives a bucketed value).
+    """
+    hidden, _ = self.hidden_states(batch)
+    pos, targets = labelled_positions(batch.labels, num_targets)  # [B, K]
+    picked = jnp.take_along_axis(hidden, pos[..., None], axis=1)  # [B, K, D]
+    return token_nll(self.llm.logits(picked), targets)
+
+
+def token_nll(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(sum of fp32 cross-entropies of `targets` [B, K] under `logits` [B, K, V], count of targets != IGNORE).
 
   Sums rather than a mean, so micro-batches accumulate to exactly the full batch's loss.
   """
-  targets, logits = labels[:, 1:], logits[:, :-1].astype(jnp.float32)
   valid = targets != IGNORE
-  logp = jax.nn.log_softmax(logits, axis=-1)
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   nll = -jnp.take_along_axis(logp, jnp.where(valid, targets, 0)[..., None], axis=-1)[..., 0]
   return jnp.sum(jnp.where(valid, nll, 0.0)), valid.sum().astype(jnp.float32)
+
+
+def next_token_nll(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """`token_nll` of predicting labels[:, t+1] from logits[:, t] (labels unshifted, IGNORE where no loss)."""
+  return token_nll(logits[:, :-1], labels[:, 1:])
 
 
 def next_token_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -316,10 +337,28 @@ def next_token_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return total / jnp.maximum(count, 1.0)
 
 
+def labelled_positions(labels: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """The first `k` positions t whose next label labels[:, t+1] is not IGNORE, in order, and those targets.
+
+  labels [B, S] -> (positions [B, k], targets [B, k]); rows with fewer targets are padded with IGNORE.
+  """
+  targets = labels[:, 1:]
+  valid = targets != IGNORE
+  pos = jnp.argsort(~valid, axis=1, stable=True)[:, :k]  # labelled positions first, each group in order
+  picked = jnp.take_along_axis(targets, pos, axis=1)
+  return pos, jnp.where(jnp.take_along_axis(valid, pos, axis=1), picked, IGNORE)
+
+
+def num_targets_for(labels, minimum: int = 16) -> int:
+  """Host-side: the static `num_targets` for `labels` (numpy, any leading axes): the largest row's count of
+  labelled targets rounded up to a power of two (at least `minimum`), so that few compilations occur."""
+  labels = np.asarray(labels)
+  count = int((labels[..., 1:] != IGNORE).sum(-1).max(initial=0))
+  return min(1 << (max(count, minimum) - 1).bit_length(), labels.shape[-1] - 1)
+
+
 def check_placeholders(input_ids, counts: dict[int, int], where: str = "batch") -> None:
   """Host-side check (numpy): every row holds exactly `n` contiguous copies of each placeholder id."""
-  import numpy as np
-
   ids = np.asarray(input_ids)
   for row, seq in enumerate(ids):
     for token_id, n in counts.items():

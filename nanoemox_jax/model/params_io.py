@@ -44,11 +44,13 @@ def restore_params(abstract: M, path: str | Path, param_dtype: Any | None = None
   return nnx.merge(graphdef, state)
 
 
-def restore_into(module: nnx.Module, path: str | Path, variables: Any = nnx.Param, partial: bool = False) -> list[str]:
+def restore_into(module: nnx.Module, path: str | Path, variables: Any = nnx.Param, partial: bool = False,
+                 only: Any = None) -> list[str]:
   """Overwrite, in place, the `variables` (an NNX filter) of `module` with the checkpoint at `path`.
 
   The checkpoint must hold exactly those variables (same tree and shapes) unless `partial`, where it
-  may hold a subset; returns the restored paths. Values are cast to the module's dtypes.
+  may hold a subset; of those, only the ones matching the filter `only` (default: all) are written.
+  Returns the written paths. Values are cast to the module's dtypes.
   """
   path = Path(path).absolute()
   if not path.exists():
@@ -65,12 +67,15 @@ def restore_into(module: nnx.Module, path: str | Path, variables: Any = nnx.Para
     check_same_tree(stored, target, str(path))
     restored = ckpt.restore(path, target)
   flat_restored = {_key(p): v for p, v in jax.tree_util.tree_flatten_with_path(restored)[0]}
+  keep = nnx.filterlib.to_predicate(True if only is None else only)
+  written = []
   for var_path, var in nnx.to_flat_state(state):
     key = ".".join(map(str, var_path))
-    if key in flat_restored:
+    if key in flat_restored and keep(var_path, var):
       var.set_value(flat_restored[key])
+      written.append(key)
   nnx.update(module, state)
-  return sorted(flat_restored)
+  return sorted(written)
 
 
 def flatten_paths(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

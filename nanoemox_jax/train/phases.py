@@ -14,6 +14,8 @@ VIDEO_ADAPTER = ("frame_position_embedding", "video_qformer", "video_proj")
 FACE_ADAPTER = ("face_temporal",)
 FUSION = ("fusion",)
 PHASES = ("1a", "1b", "2", "3")
+# Curriculum strategy -> phase order (configs/p2e.py); "joint" trains phase 3's parameters on every task at once.
+STRATEGIES = {"p2e": ("1a", "1b", "2", "3"), "joint": ("joint",), "reverse": ("3", "2", "1b", "1a")}
 _MODULES = {"1a": AUDIO_ADAPTER, "1b": VIDEO_ADAPTER + FACE_ADAPTER,
             "2": AUDIO_ADAPTER + VIDEO_ADAPTER + FACE_ADAPTER + FUSION,
             "3": AUDIO_ADAPTER + VIDEO_ADAPTER + FACE_ADAPTER + FUSION}

@@ -15,33 +15,55 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from jax.sharding import Mesh
 
-from nanoemox_jax.model.nanoemox import Batch, NanoEmoX, next_token_nll
+from nanoemox_jax.model.nanoemox import Batch, NanoEmoX, num_targets_for
 from nanoemox_jax.train import phases
+from nanoemox_jax.train.mesh import MeshConfig, constrain_sharding
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-  """AdamW with linear warmup then cosine decay (AffectGPT's LinearWarmupCosineLRScheduler shape)."""
+  """AdamW under the authors' `linear_warmup_cosine_lr` schedule (their `common/optims.py`, per step).
+
+  A linear warmup from `warmup_lr` to `learning_rate` over the first `warmup_steps` updates, then
+  `min_lr + (learning_rate - min_lr) * (1 + cos(pi * step / total_steps)) / 2` evaluated at the absolute
+  step (so it joins the warmup below its peak when warmup_steps > 0). `min_lr` None keeps `learning_rate`
+  (the paper's phases 2 and 3 set min_lr = init_lr).
+  """
 
   learning_rate: float
   total_steps: int
   warmup_steps: int = 0
-  min_lr_ratio: float = 0.1
+  warmup_lr: float = 0.0
+  min_lr: float | None = None
   weight_decay: float = 0.05
   b1: float = 0.9
   b2: float = 0.999
   clip_norm: float = 1.0
 
+  def __post_init__(self):
+    if not (self.learning_rate > 0 and self.total_steps >= 1 and self.warmup_steps >= 0):
+      raise ValueError(f"OptimConfig: learning_rate and total_steps must be positive, warmup_steps >= 0: {self}")
+
+
+def schedule(cfg: OptimConfig) -> optax.Schedule:
+  """lr(update count) of `cfg` (see `OptimConfig`)."""
+  min_lr = cfg.learning_rate if cfg.min_lr is None else cfg.min_lr
+
+  def lr(count: jax.Array) -> jax.Array:
+    warm = cfg.warmup_lr + (cfg.learning_rate - cfg.warmup_lr) * count / max(cfg.warmup_steps, 1)
+    cosine = min_lr + (cfg.learning_rate - min_lr) * 0.5 * (1 + jnp.cos(jnp.pi * count / cfg.total_steps))
+    return jnp.where(count < cfg.warmup_steps, jnp.minimum(warm, cfg.learning_rate), cosine)
+
+  return lr
+
 
 def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
   """Global-norm clipping, AdamW (no decay on biases, norms and other 1-D parameters), skip non-finite updates."""
-  schedule = optax.warmup_cosine_decay_schedule(
-      0.0, cfg.learning_rate, cfg.warmup_steps, max(cfg.total_steps, cfg.warmup_steps + 1),
-      end_value=cfg.learning_rate * cfg.min_lr_ratio)
   decay_mask = lambda params: jax.tree.map(lambda x: x.ndim >= 2, params)
   tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
-                   optax.adamw(schedule, cfg.b1, cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask))
+                   optax.adamw(schedule(cfg), cfg.b1, cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask))
   # The loop stops a run of non-finite steps itself; apply_if_finite only skips and counts them.
   return optax.apply_if_finite(tx, max_consecutive_errors=2**30)
 
@@ -52,12 +74,21 @@ def nonfinite_counts(optimizer: nnx.Optimizer) -> tuple[int, int]:
   return int(state.notfinite_count[...]), int(state.total_notfinite[...])
 
 
-def make_train_step(phase: str) -> Callable[[NanoEmoX, nnx.Optimizer, Batch], dict[str, jax.Array]]:
-  """The jitted step of a P2E phase: (model, optimizer, micro-batches [K, b, ...]) -> metrics."""
+TrainStep = Callable[..., dict[str, jax.Array]]
+
+
+def make_train_step(phase: str, mesh: Mesh | None = None, mesh_cfg: MeshConfig | None = None) -> TrainStep:
+  """The jitted step of a P2E phase: (model, optimizer, micro-batches [K, b, ...], num_targets=None) -> metrics.
+
+  Logits are computed only at labelled positions, at most `num_targets` per row (default
+  `num_targets_for(batches.labels)`, which needs host-addressable labels: pass it explicitly, equal on every
+  process, in multi-process runs). It is static: each distinct value, a power of two, compiles once. With a
+  `mesh`, the updated state is pinned to `shard_model`'s layout so that the next step reuses the program.
+  """
   trainable = phases.trainable(phase)
 
-  @nnx.jit(donate_argnums=(0, 1))
-  def step(model: NanoEmoX, optimizer: nnx.Optimizer, batches: Batch) -> dict[str, jax.Array]:
+  @nnx.jit(donate_argnums=(0, 1), static_argnums=3)
+  def step(model: NanoEmoX, optimizer: nnx.Optimizer, batches: Batch, num_targets: int) -> dict[str, jax.Array]:
     graphdef, params, rng, frozen = nnx.split(model, trainable, nnx.RngState, ...)
 
     def micro(carry, batch):
@@ -65,7 +96,7 @@ def make_train_step(phase: str) -> Callable[[NanoEmoX, nnx.Optimizer, Batch], di
 
       def nll(params):
         m = nnx.merge(graphdef, params, rng, frozen, copy=True)
-        out_total, out_count = next_token_nll(m(batch).logits, batch.labels)
+        out_total, out_count = m.target_nll(batch, num_targets)
         return out_total, (out_count, nnx.state(m, nnx.RngState))
 
       (t, (c, rng)), g = jax.value_and_grad(nll, has_aux=True)(params)
@@ -76,6 +107,12 @@ def make_train_step(phase: str) -> Callable[[NanoEmoX, nnx.Optimizer, Batch], di
     grads = jax.tree.map(lambda g: g / jnp.maximum(count, 1.0), grads)
     nnx.update(model, rng)
     optimizer.update(model, grads)
+    if mesh is not None:
+      constrain_sharding((model, optimizer), mesh, mesh_cfg or MeshConfig())
     return {"loss": total / jnp.maximum(count, 1.0), "tokens": count, "grad_norm": optax.tree.norm(grads)}
 
-  return step
+  def run(model: NanoEmoX, optimizer: nnx.Optimizer, batches: Batch, num_targets: int | None = None
+          ) -> dict[str, jax.Array]:
+    return step(model, optimizer, batches, num_targets or num_targets_for(batches.labels))
+
+  return run

@@ -1,0 +1,110 @@
+"""Batch inference on demo-corpus records: batched greedy decoding gives every sample the tokens that one-at-a-time
+decoding gives, and its first token is the training forward's argmax at the end of the unpadded prompt."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from nanoemox_jax.data import demo, templates
+from nanoemox_jax.data.manifest import Record
+from nanoemox_jax.data.media import decode_sample
+from nanoemox_jax.data.pipeline import MixSource, Pipeline, PipelineConfig
+from nanoemox_jax.data.sources import read_source
+from nanoemox_jax.data.tokenizer import Tokenizer
+from nanoemox_jax.infer import predict as pred
+from nanoemox_jax.model.nanoemox import IGNORE, Batch, NanoEmoX
+from tests.test_nanoemox import CFG
+
+FOLDER = Path(__file__).resolve().parents[2] / "shared" / "data" / "qwen2_tokenizer"
+pytestmark = pytest.mark.skipif(not FOLDER.is_dir(), reason=f"{FOLDER} is absent (the real Qwen2 tokenizer files)")
+NEW_TOKENS = 8
+COUNTS = {"audio_tokens": CFG.audio_qformer.num_query_tokens, "frame_tokens": CFG.video_qformer.num_query_tokens,
+          "face_tokens": CFG.face_queries, "multi_tokens": 1}  # build_example's placeholder counts
+
+
+@pytest.fixture(scope="module")
+def tok() -> Tokenizer:
+  return Tokenizer(FOLDER)
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory) -> list[Record]:
+  """Held-out demo items: two audio-only CREMA-D clips (video masked) and three MIntRec videos."""
+  corpus = demo.write_corpus(tmp_path_factory.mktemp("demo"), seed=0, per_class=1)
+  out = []
+  for dataset, n in (("cremad", 2), ("mintrec", 3)):
+    annotation, media_root = corpus[dataset]["test"]
+    out += read_source(dataset, annotation, "test", media_root)[0][:n]
+  return out
+
+
+@pytest.fixture(scope="module")
+def model() -> NanoEmoX:
+  """The tiny preset with its LM matrices redrawn at std 0.2 (at 0.02 every row repeats one token)."""
+  m = NanoEmoX(CFG, rngs=nnx.Rngs(0))
+  key = jax.random.key(1)
+  for _, var in nnx.iter_graph(m.llm):
+    if isinstance(var, nnx.Variable) and var[...].ndim == 2:
+      key, sub = jax.random.split(key)
+      var[...] = 0.2 * jax.random.normal(sub, var[...].shape, var[...].dtype)
+  m.eval()
+  return m
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time(model, tok, records) -> np.ndarray:
+  return pred.generate_tokens(model, tok, records, batch_size=1, max_new_tokens=NEW_TOKENS)
+
+
+def test_batched_greedy_equals_one_at_a_time(model, tok, records, one_at_a_time):
+  batched = pred.generate_tokens(model, tok, records, batch_size=3, max_new_tokens=NEW_TOKENS)  # 3 + (2 + 1 copy)
+  assert batched.shape == (len(records), NEW_TOKENS) and batched.dtype == np.int32
+  assert len({tuple(row) for row in batched}) >= 3  # the rows differ: a mix-up of rows would show
+  np.testing.assert_array_equal(batched, one_at_a_time)
+  predictions = pred.predict(model, tok, records, batch_size=3, max_new_tokens=NEW_TOKENS)
+  assert [(p.id, p.task, p.labels) for p in predictions] == [(r.id, r.task, r.labels) for r in records]
+  assert [p.text for p in predictions] == [pred.answer_text(tok, row) for row in one_at_a_time]
+
+
+def test_first_token_is_the_training_forward_argmax(model, tok, records, one_at_a_time):
+  forward = nnx.jit(lambda m, batch: m(batch).logits[0, -1])
+  for i in (1, 2):  # an audio-only CREMA-D item and a MIntRec video (each length compiles once)
+    record, tokens = records[i], one_at_a_time[i]
+    prompt, _ = templates.build_example(record, **COUNTS)
+    ids = np.array([[tok.bos_id, *tok.encode(prompt)]], np.int32)
+    d = decode_sample(record.video, record.audio, CFG.face_input)
+    batch = Batch(ids, np.ones_like(ids), np.full_like(ids, IGNORE), d.frames[None], d.faces[None], d.audio[None],
+                  np.array([d.video_mask]), np.array([d.audio_mask]))
+    logits = np.asarray(forward(model, batch))
+    top2 = np.sort(logits)[-2:]
+    assert top2[1] - top2[0] > 1e-3, record.id  # a clear winner: the paths' rounding cannot flip it
+    assert tokens[0] == logits.argmax(), record.id
+
+
+def test_answer_text_stops_at_the_stop_sequence_or_eos(tok):
+  ids = tok.encode(" The most likely label is thank.###\nextra")
+  assert pred.answer_text(tok, ids) == "The most likely label is thank."
+  assert pred.answer_text(tok, [*tok.encode(" joy "), tok.eos_id, *tok.encode("more")]) == "joy"
+
+
+def test_prompt_only_rows_are_the_training_prompts(tok):
+  records = tuple(Record(f"mir{i}", "mir", "mintrec", "test", "The most likely label is thank.",
+                         candidates=("thank", "greet"), subtitle=f"line {i}") for i in range(3))
+  config = PipelineConfig(batch_size=3, buckets=(256,), train=False)
+  train = next(iter(Pipeline([MixSource("m", records)], tok, CFG, config)))
+  prompts = next(iter(Pipeline([MixSource("m", records)], tok, CFG, dataclasses.replace(config, prompt_only=True))))
+  for row in range(3):
+    n = int(prompts.attention_mask[row].sum())
+    target = (train.labels[row] != IGNORE).sum()
+    assert n == train.attention_mask[row].sum() - target  # [BOS] prompt: the training row without its target
+    np.testing.assert_array_equal(prompts.input_ids[row, :n], train.input_ids[row, :n])
+    assert (prompts.labels[row] == IGNORE).all()
+  with pytest.raises(ValueError, match="mir0: prompt of .* tokens does not fit in 64"):
+    next(iter(Pipeline([MixSource("m", records)], tok, CFG, PipelineConfig(batch_size=1, buckets=(64,),
+                                                                           train=False, prompt_only=True))))

@@ -1,0 +1,124 @@
+"""`python -m nanoemox_jax.train` end to end on the tiny preset and a small demo corpus: exact resume after
+SIGTERM and SIGKILL, phase chaining, curriculum strategies, bad-config errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from nanoemox_jax import demo
+from nanoemox_jax.data.tokenizer import Tokenizer
+from nanoemox_jax.train.telemetry import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKENIZER = ROOT.parent / "shared" / "data" / "qwen2_tokenizer"
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> dict[str, Path]:
+  """A small demo corpus and tiny-preset parts, shared by every run below."""
+  root = tmp_path_factory.mktemp("assets")
+  manifests = demo.ensure_corpus(root / "corpus", seed=0, per_class=2)
+  model = demo.ensure_model(root / "model", "tiny", Tokenizer(TOKENIZER), root / "corpus", lm_steps=2)
+  return {"corpus": root / "corpus", "manifests": manifests, "model": model}
+
+
+def flags(assets: dict[str, Path], config: str = "configs/phase1a.py:demo", prefix: str = "") -> list[str]:
+  """Command-line flags: the demo config on the shared assets, the tiny preset, `STEPS` steps logged each."""
+  p = f"--config.{prefix}"
+  return ["--config", config, f"{p}model.preset=tiny", f"{p}model.checkpoint={assets['model']}",
+          f"{p}data.demo_corpus={assets['corpus']}", f"{p}data.root={assets['manifests']}",
+          f"{p}data.batch_size=2", f"{p}data.accumulation=2", f"{p}data.workers=0", f"{p}optim.steps={STEPS}",
+          f"{p}log_every=1", f"{p}checkpoint_every=2", f"{p}evaluate=False"]
+
+
+def train(workdir: Path, args: list[str], *extra: str, wait: bool = True) -> subprocess.Popen | subprocess.CompletedProcess:
+  cmd = [sys.executable, "-m", "nanoemox_jax.train", "--workdir", str(workdir), *args, *extra]
+  if not wait:
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def wait_for_step(proc: subprocess.Popen, metrics: Path, step: int, timeout: float = 300) -> None:
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    if metrics.exists() and any(m["step"] >= step for m in read_metrics(metrics)):
+      return
+    assert proc.poll() is None, proc.stdout.read()
+    time.sleep(0.2)
+  proc.kill()
+  raise AssertionError(f"no step {step} in {metrics} after {timeout} s")
+
+
+def adapters(workdir: Path, phase: str = "phase1a") -> dict[str, np.ndarray]:
+  with ocp.StandardCheckpointer() as ckpt:
+    tree = ckpt.restore(workdir / phase / "model" / "adapters" / "params")
+  import jax
+  return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def losses(workdir: Path, phase: str = "phase1a") -> list[tuple[int, float]]:
+  return [(m["step"], m["loss"]) for m in read_metrics(workdir / phase / "metrics.jsonl")]
+
+
+def test_killed_run_resumes_exactly(assets, tmp_path):
+  args = flags(assets)
+  whole = train(tmp_path / "whole", args)
+  assert whole.returncode == 0, whole.stdout + whole.stderr
+  expected = losses(tmp_path / "whole")
+  assert [s for s, _ in expected] == list(range(1, STEPS + 1))
+
+  work = tmp_path / "killed"
+  metrics = work / "phase1a" / "metrics.jsonl"
+  proc = train(work, args, wait=False)
+  wait_for_step(proc, metrics, 2)
+  proc.send_signal(signal.SIGTERM)  # saves, then exits 128 + 15
+  assert proc.wait(timeout=120) == 128 + signal.SIGTERM, proc.stdout.read()
+  proc = train(work, args, "--resume", wait=False)
+  wait_for_step(proc, metrics, 4)
+  os.kill(proc.pid, signal.SIGKILL)  # no chance to save: resumes from the last periodic checkpoint
+  proc.wait(timeout=60)
+  assert not (work / "phase1a" / "results.json").exists()
+  again = train(work, args, "--resume")
+  assert again.returncode == 0, again.stdout + again.stderr
+  assert losses(work) == expected  # bit-identical loss sequence, no duplicated or missing step
+  want, got = adapters(tmp_path / "whole"), adapters(work)
+  assert want.keys() == got.keys()
+  for key in want:
+    np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  results = json.loads((work / "phase1a" / "results.json").read_text())
+  assert results["resumed_from"] in (2, 4) and results["steps"] == STEPS
+  for name in ("loss.png", "metrics.jsonl"):
+    assert (work / "phase1a" / name).stat().st_size > 0
+  assert list((work / "phase1a" / "tensorboard").iterdir())
+
+
+def test_existing_run_needs_resume(assets, tmp_path):
+  args = flags(assets) + ["--config.optim.steps=2"]
+  assert train(tmp_path, args).returncode == 0
+  again = train(tmp_path, args)
+  assert again.returncode == 2 and "--resume" in again.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["joint", "reverse"])
+def test_curriculum_strategies_run_end_to_end(assets, tmp_path, strategy):
+  phases = {"joint": ("joint",), "reverse": ("3", "2", "1b", "1a")}[strategy]
+  args = ["--config", "configs/p2e.py:demo", f"--config.strategy={strategy}"]
+  for name in phases:
+    args += flags(assets, prefix=f"phases.{name}.")[2:] + [f"--config.phases.{name}.optim.steps=2"]
+  run = train(tmp_path, args)
+  assert run.returncode == 0, run.stdout + run.stderr
+  for name in phases:
+    results = json.loads((tmp_path / f"phase{name}" / "results.json").read_text())
+    assert results["steps"] == 2 and np.isfinite(results["final"]["loss"])
