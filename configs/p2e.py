@@ -16,5 +16,6 @@ from configs.base import get_phase
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.strategy = "p2e"
+  c.baseline = True  # score the starting model on every phase's held-out sets first (the table's first rows)
   c.phases = {name: get_phase(name, arg) for name in ("1a", "1b", "2", "3", "joint")}
   return c

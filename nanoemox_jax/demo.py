@@ -7,8 +7,9 @@ Nano-EmoX starts from pretrained CLIP, HuBERT, FaceXFormer and Qwen2.5. Offline 
 demo's towers are randomly initialised (their pooled features still separate the corpus's classes: the
 media carry the labels in pitch, hue and drawn expression) and its LM is a `demo`-preset Qwen2 trained for
 `lm_steps` updates on the training split's prompts and answers. A random LM cannot read soft tokens at all,
-the skill a pretrained LLM brings to P2E; so in `hint_rate` of those examples the modality slots hold the
-token embeddings of the answer's label words, and the LM learns to read words from those slots. Media
+the skill a pretrained LLM brings to P2E; so in those examples each modality's slots hold, with probability
+`hint_rate`, the token embeddings of the answer's label words, otherwise zeros or random vectors: the LM
+learns to read words from the slots and to ignore what carries none (as untrained adapters' outputs). Media
 never reach this stage: the adapters trained by P2E must learn to put the label into the slots from the
 media alone, and the held-out table after each phase shows whether they did.
 """
@@ -45,6 +46,7 @@ from nanoemox_jax.model.params_io import save_params
 from nanoemox_jax.train.step import OptimConfig, make_optimizer
 
 DONE = "DONE"
+EMPTY, NOISE = -1, -2  # `_lm_examples` hint codes of a modality slot that holds no label word
 LM_BATCH = 12
 LM_LENGTH = 384
 
@@ -69,21 +71,26 @@ def ensure_corpus(folder: str | Path, seed: int = 0, per_class: int = corpus.DEF
 def _lm_examples(records: Sequence[Record], tokenizer: Tokenizer, cfg: NanoEmoXConfig, rng: random.Random,
                  hint_rate: float) -> tuple[np.ndarray, ...]:
   """ids, mask, labels [B, L] of `[BOS] prompt answer [EOS]`, and hint [B, L]: the label-word token that fills
-  each modality slot (-1: the slot stays empty, as a masked modality)."""
+  each modality slot, EMPTY (zeros, as a masked modality) or NOISE (a random vector, as an untrained adapter
+  gives). Each modality is drawn independently, as P2E's phases present one, two or all branches."""
   counts = pipeline.template_counts(tokenizer, cfg)
   slots = np.array(sorted(cfg.placeholder_counts))
   shape = (LM_BATCH, LM_LENGTH)
   ids, labels = np.full(shape, tokenizer.pad_id, np.int32), np.full(shape, IGNORE, np.int32)
-  mask, hint = np.zeros(shape, np.int32), np.full(shape, -1, np.int32)
+  mask, hint = np.zeros(shape, np.int32), np.full(shape, EMPTY, np.int32)
   for i in range(LM_BATCH):
     record = rng.choice(records)
     prompt, target = templates.build_example(record, rng=rng, **counts)
     row, row_labels, _ = pipeline.encode(tokenizer, prompt, target, LM_LENGTH)
     n = len(row)
     ids[i, :n], labels[i, :n], mask[i, :n] = row, row_labels, 1
-    if record.labels and rng.random() < hint_rate:
-      where = np.flatnonzero(np.isin(row, slots))
-      hint[i, where] = np.resize(tokenizer.encode(" " + " ".join(record.labels)), len(where))
+    words = tokenizer.encode(" " + " ".join(record.labels)) if record.labels else []
+    for slot in slots:  # each modality's slots: the label words (hint_rate), else empty or noise, independently
+      where = np.flatnonzero(row == slot)
+      if words and rng.random() < hint_rate:
+        hint[i, where] = np.resize(words, len(where))
+      elif rng.random() < 0.5:
+        hint[i, where] = NOISE
   return ids, mask, labels, hint
 
 
@@ -99,10 +106,10 @@ def pretrain_lm(cfg: NanoEmoXConfig, tokenizer: Tokenizer, records: Sequence[Rec
   if not cfg.llm.tie_word_embeddings:
     raise ValueError("pretrain_lm: the stand-in LM ties its embeddings (the corpus-vocabulary softmax reads them)")
   rng = random.Random(seed)
-  corpus_ids = {tokenizer.eos_id}
-  for record in records:
+  corpus_ids = set()
+  for record in records:  # tokenised as training rows are: prompt and target separately
     prompt, target = templates.build_example(record, **pipeline.template_counts(tokenizer, cfg))
-    corpus_ids.update(tokenizer.encode(prompt + target))
+    corpus_ids.update(pipeline.encode(tokenizer, prompt, target, 1 << 16)[0].tolist())
   vocab = np.array(sorted(corpus_ids), np.int32)  # [V']
   to_sub = np.full(cfg.llm.vocab_size, -1, np.int32)
   to_sub[vocab] = np.arange(len(vocab))
@@ -114,10 +121,12 @@ def pretrain_lm(cfg: NanoEmoXConfig, tokenizer: Tokenizer, records: Sequence[Rec
                             wrt=nnx.Param)
   slots, vocab = jnp.array(sorted(cfg.placeholder_counts)), jnp.asarray(vocab)
 
-  @nnx.jit(static_argnums=6)
-  def step(lm, optimizer, ids, mask, labels, hint, num_targets):
+  @nnx.jit(static_argnums=7)
+  def step(lm, optimizer, ids, mask, labels, hint, key, num_targets):
     def loss(lm):
-      filled = jnp.where((hint >= 0)[..., None], lm.embed(jnp.maximum(hint, 0)), 0.0)
+      noise = jax.random.normal(key, hint.shape + (cfg.llm.hidden_size,))
+      filled = jnp.where((hint >= 0)[..., None], lm.embed(jnp.maximum(hint, 0)),
+                         jnp.where((hint == NOISE)[..., None], noise, 0.0))
       x = jnp.where(jnp.isin(ids, slots)[..., None], filled, lm.embed(ids))  # [B, L, D]
       hidden, _ = lm.hidden_states(None, mask, inputs_embeds=x)
       pos, targets = labelled_positions(labels, num_targets)  # [B, K], targets already sub-vocabulary ids
@@ -135,7 +144,9 @@ def pretrain_lm(cfg: NanoEmoXConfig, tokenizer: Tokenizer, records: Sequence[Rec
   for i in range(steps):
     ids, mask, labels, hint = _lm_examples(records, tokenizer, cfg, rng, hint_rate)
     sub_labels = np.where(labels == IGNORE, IGNORE, to_sub[np.maximum(labels, 0)])
-    value = step(lm, optimizer, ids, mask, sub_labels, hint, num_targets_for(labels))
+    if (sub_labels == -1).any():
+      raise AssertionError("pretrain_lm: a target token is outside the corpus vocabulary")
+    value = step(lm, optimizer, ids, mask, sub_labels, hint, jax.random.key(seed * 100_003 + i), num_targets_for(labels))
     if (i + 1) % 25 == 0 or i + 1 == steps:
       print(f"stand-in LM pretraining: step {i + 1}/{steps}, loss {float(value):.4f}", flush=True)
   return lm

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -46,7 +48,7 @@ def train(workdir: Path, args: list[str], *extra: str, wait: bool = True) -> sub
   cmd = [sys.executable, "-m", "nanoemox_jax.train", "--workdir", str(workdir), *args, *extra]
   if not wait:
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  return subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 def wait_for_step(proc: subprocess.Popen, metrics: Path, step: int, timeout: float = 300) -> None:
@@ -63,7 +65,6 @@ def wait_for_step(proc: subprocess.Popen, metrics: Path, step: int, timeout: flo
 def adapters(workdir: Path, phase: str = "phase1a") -> dict[str, np.ndarray]:
   with ocp.StandardCheckpointer() as ckpt:
     tree = ckpt.restore(workdir / phase / "model" / "adapters" / "params")
-  import jax
   return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
@@ -97,7 +98,7 @@ def test_killed_run_resumes_exactly(assets, tmp_path):
   for key in want:
     np.testing.assert_array_equal(got[key], want[key], err_msg=key)
   results = json.loads((work / "phase1a" / "results.json").read_text())
-  assert results["resumed_from"] in (2, 4) and results["steps"] == STEPS
+  assert 2 <= results["resumed_from"] < STEPS and results["steps"] == STEPS
   for name in ("loss.png", "metrics.jsonl"):
     assert (work / "phase1a" / name).stat().st_size > 0
   assert list((work / "phase1a" / "tensorboard").iterdir())
@@ -122,3 +123,39 @@ def test_curriculum_strategies_run_end_to_end(assets, tmp_path, strategy):
   for name in phases:
     results = json.loads((tmp_path / f"phase{name}" / "results.json").read_text())
     assert results["steps"] == 2 and np.isfinite(results["final"]["loss"])
+
+
+@pytest.mark.slow
+def test_two_process_run_on_loopback(assets, tmp_path):
+  """`jax.distributed` with 2 CPU processes on 127.0.0.1: process-sharded data, one global mesh, same losses."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  args = flags(assets) + ["--config.optim.steps=3", "--config.checkpoint_every=100",
+                          f"--config.distributed.coordinator=127.0.0.1:{port}", "--config.distributed.num_processes=2"]
+  procs = [train(tmp_path, args, f"--config.distributed.process_id={i}", wait=False) for i in range(2)]
+  try:
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  assert [p.returncode for p in procs] == [0, 0], outputs
+  assert "2 process(es)" in outputs[0]
+  logged = losses(tmp_path)
+  assert [s for s, _ in logged] == [1, 2, 3] and all(np.isfinite(v) for _, v in logged)
+  assert adapters(tmp_path)  # the exported model is readable
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 6 open: held-out MER-Caption+ accuracy after the demo's P2E measured "
+                   "0.22 (1.33x chance, 150 phase-3 updates); MIR after phase 2 passes (0.92)")
+def test_demo_learns(tmp_path):
+  """The demo (`configs/p2e.py:demo`, the README's main command) end to end: MIR above chance after phase 2,
+  MER (MER-Caption+ primary emotion, held out) at least 3x chance after P2E."""
+  run = train(tmp_path, ["--config", "configs/p2e.py:demo"])
+  assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+  print(run.stdout[-2500:])
+  mir = json.loads((tmp_path / "phase2" / "results.json").read_text())["held_out"]["mintrec_test"]
+  assert mir["accuracy"] > mir["chance"], mir
+  mer = json.loads((tmp_path / "phase3" / "results.json").read_text())["held_out"]["mercaptionplus_test"]
+  assert mer["accuracy"] >= 3 * mer["chance"], mer

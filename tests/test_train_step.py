@@ -99,3 +99,17 @@ def test_schedule_is_the_authors_warmup_then_cosine():
   for step in (10, 50, 99):
     assert float(lr(step)) == pytest.approx((3e-4 - 1e-4) * 0.5 * (1 + math.cos(math.pi * step / 100)) + 1e-4, rel=1e-6)
   assert float(schedule(OptimConfig(8e-6, total_steps=10))(7)) == pytest.approx(8e-6)  # min_lr None: constant
+
+
+def test_remat_gives_the_same_update(big_batch):
+  results = []
+  for remat in (False, True):
+    model = fresh_model()
+    model.eval()
+    optimizer = nnx.Optimizer(model, make_optimizer(OptimConfig(1e-3, total_steps=10)), wrt=phases.trainable("3"))
+    loss = float(make_train_step("3", remat=remat)(model, optimizer, stack(big_batch, 2))["loss"])
+    results.append((loss, snapshot(model)))
+  (loss0, p0), (loss1, p1) = results
+  assert abs(loss0 - loss1) < 1e-6
+  for key in p0:
+    np.testing.assert_allclose(p1[key], p0[key], atol=1e-6, rtol=0, err_msg=key)

@@ -12,6 +12,7 @@ A finished phase is skipped by a resumed curriculum; an unfinished one continues
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
@@ -50,6 +51,7 @@ from nanoemox_jax.train.telemetry import Telemetry, format_table
 log = logging.getLogger(__name__)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 PARTS = ("clip", "hubert", "face", "llm")
+BEFORE = "(start)"  # the baseline rows of the curriculum table: the model before any phase
 
 
 class NonFiniteError(RuntimeError):
@@ -136,14 +138,14 @@ def build_model(c: ml_collections.ConfigDict, model_dir: Path, workdir: Path) ->
 
 def export_model(model: NanoEmoX, model_dir: Path, out: Path, source: str) -> Path:
   """`out` becomes a `nanoemox.load` folder: this phase's adapters + LoRA, links to the frozen parts."""
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "nanoemox.json").write_text((model_dir / "nanoemox.json").read_text())
-  for part in PARTS:
-    link = out / part
-    if (model_dir / part).exists() and not link.exists():
-      link.symlink_to((model_dir / part).absolute(), target_is_directory=True)
-  save_params(jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param))), out / "adapters" / "params")
-  (out / "adapters" / "conversion.json").write_text(json.dumps({"source": source, "missing": []}))
+  save_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)), out / "adapters" / "params")  # every process
+  if jax.process_index() == 0:
+    (out / "nanoemox.json").write_text((model_dir / "nanoemox.json").read_text())
+    for part in PARTS:
+      link = out / part
+      if (model_dir / part).exists() and not link.exists():
+        link.symlink_to((model_dir / part).absolute(), target_is_directory=True)
+    (out / "adapters" / "conversion.json").write_text(json.dumps({"source": source, "missing": []}))
   return out
 
 
@@ -155,10 +157,16 @@ def stack(batch: Batch, k: int) -> Batch:
 def evaluate(model: NanoEmoX, tokenizer: Tokenizer, manifests: Mapping[str, Path], batch_size: int,
              max_new_tokens: int) -> dict[str, dict[str, float]]:
   """Held-out scores per manifest: accuracy and weighted F1 of the label named by each answer
-  (`evaluate.classification`), against the chance rate; records without labels are left out."""
+  (`evaluate.classification`), against the chance rate; records without labels are left out.
+
+  MER items with candidates are asked the closed-set question they were trained with (`templates.question`
+  asks held-out MER items the open-vocabulary one, the benchmarks' zero-shot protocol, whose words need the
+  emotion-wheel mapping of the benchmark scorers).
+  """
   out = {}
   for name, path in manifests.items():
-    records = [r for r in read_jsonl(path) if r.labels]
+    records = [dataclasses.replace(r, split="train") if r.task == "mer" and r.candidates else r
+               for r in read_jsonl(path) if r.labels]
     if not records:
       continue
     preds = predict(model, tokenizer, records, batch_size=batch_size, max_new_tokens=max_new_tokens)
@@ -209,7 +217,7 @@ def run_phase(c: ml_collections.ConfigDict, workdir: str | Path, resume: bool = 
     data.set_state(data_state)
     log.info("%s: resumed at step %d", c.name, start)
 
-  step_fn = make_train_step(c.trainable, mesh, mesh_config(c))
+  step_fn = make_train_step(c.trainable, mesh, mesh_config(c), remat=c.model.remat)
   lr = schedule(optim)
   total = c.optim.steps
   meta = {"phase": c.name, "config": json.loads(c.to_json())}
@@ -250,7 +258,9 @@ def run_phase(c: ml_collections.ConfigDict, workdir: str | Path, resume: bool = 
   seconds = time.perf_counter() - began
   export_model(model, paths["model"], out / "model", c.name)
   held_out = {}
-  if jax.process_index() == 0 and c.evaluate and paths["eval"]:
+  if multi and c.evaluate:
+    log.info("%s: held-out scoring runs on one process; score %s with nanoemox_jax.infer", c.name, out / "model")
+  elif c.evaluate and paths["eval"]:
     held_out = evaluate(model, tokenizer, {n: p for n, p in paths["eval"].items() if p.exists()},
                         c.eval_batch_size, c.eval_max_new_tokens)
   results = {"phase": c.name, "trainable": c.trainable, "steps": total, "resumed_from": start,
@@ -276,12 +286,37 @@ def summary(results: Mapping[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def baseline(first: ml_collections.ConfigDict, chain: list[ml_collections.ConfigDict], workdir: str | Path
+             ) -> dict[str, Any]:
+  """The held-out scores of the starting model (converted parts, fresh adapters) on every phase's eval
+  sets: what P2E improves on. Kept in `workdir/baseline.json`."""
+  path = Path(workdir).absolute() / "baseline.json"
+  if path.exists():
+    return json.loads(path.read_text())
+  first = ml_collections.ConfigDict(first.to_dict())
+  first.init_from = []
+  tokenizer = Tokenizer(first.data.tokenizer)
+  paths = resolve_paths(first, Path(workdir).absolute())
+  if paths["corpus"] is not None:
+    prepare_demo(first, paths, tokenizer)
+  manifests = {name: p for c in chain for name, p in resolve_paths(c, Path(workdir).absolute())["eval"].items()
+               if p.exists()}
+  held_out = {}
+  if jax.process_count() == 1 and first.evaluate:
+    model = build_model(first, paths["model"], Path(workdir).absolute())
+    held_out = evaluate(model, tokenizer, manifests, first.eval_batch_size, first.eval_max_new_tokens)
+  result = {"phase": BEFORE, "seconds": 0.0, "held_out": held_out}
+  if jax.process_index() == 0:
+    path.write_text(json.dumps(result, indent=2))
+  return result
+
+
 def run_curriculum(c: ml_collections.ConfigDict, workdir: str | Path, resume: bool = False) -> list[dict[str, Any]]:
   """The phases of `c.strategy` in order; in `reverse`, each phase starts from the one before it."""
   if c.strategy not in phases.STRATEGIES:
     raise ValueError(f"config.strategy={c.strategy!r} is not one of {sorted(phases.STRATEGIES)}")
   order = phases.STRATEGIES[c.strategy]
-  results = []
+  results = [baseline(c.phases[order[0]], [c.phases[name] for name in order], workdir)] if c.baseline else []
   for i, name in enumerate(order):
     pc = c.phases[name]
     if c.strategy == "reverse":
@@ -289,12 +324,12 @@ def run_curriculum(c: ml_collections.ConfigDict, workdir: str | Path, resume: bo
       pc.init_from = [c.phases[order[i - 1]].name] if i else []
     results.append(run_phase(pc, workdir, resume))
   if jax.process_index() == 0:
-    print(f"\n== {c.strategy}: {len(results)} phases in {sum(r['seconds'] for r in results):.0f} s of training")
+    print(f"\n== {c.strategy}: {len(order)} phases in {sum(r['seconds'] for r in results):.0f} s of training")
     rows = [(r["phase"], name, s["task"], s["accuracy"], s["chance"], s["accuracy"] / s["chance"])
             for r in results for name, s in r["held_out"].items()]
     if rows:
-      print(format_table(("after", "held-out set", "task", "accuracy", "chance", "x chance"), rows))
-  return results
+      print(format_table(("model after", "held-out set", "task", "accuracy", "chance", "x chance"), rows))
+  return [r for r in results if r["phase"] != BEFORE]
 
 
 def run(c: ml_collections.ConfigDict, workdir: str | Path, resume: bool = False) -> list[dict[str, Any]]:

@@ -77,13 +77,16 @@ def nonfinite_counts(optimizer: nnx.Optimizer) -> tuple[int, int]:
 TrainStep = Callable[..., dict[str, jax.Array]]
 
 
-def make_train_step(phase: str, mesh: Mesh | None = None, mesh_cfg: MeshConfig | None = None) -> TrainStep:
+def make_train_step(phase: str, mesh: Mesh | None = None, mesh_cfg: MeshConfig | None = None,
+                    remat: bool = False) -> TrainStep:
   """The jitted step of a P2E phase: (model, optimizer, micro-batches [K, b, ...], num_targets=None) -> metrics.
 
   Logits are computed only at labelled positions, at most `num_targets` per row (default
   `num_targets_for(batches.labels)`, which needs host-addressable labels: pass it explicitly, equal on every
   process, in multi-process runs). It is static: each distinct value, a power of two, compiles once. With a
   `mesh`, the updated state is pinned to `shard_model`'s layout so that the next step reuses the program.
+  `remat` recomputes each micro-batch's forward in the backward pass, keeping only matmul outputs without
+  batch dimensions (`jax.checkpoint`, policy `dots_with_no_batch_dims_saveable`): activation memory for time.
   """
   trainable = phases.trainable(phase)
 
@@ -99,7 +102,8 @@ def make_train_step(phase: str, mesh: Mesh | None = None, mesh_cfg: MeshConfig |
         out_total, out_count = m.target_nll(batch, num_targets)
         return out_total, (out_count, nnx.state(m, nnx.RngState))
 
-      (t, (c, rng)), g = jax.value_and_grad(nll, has_aux=True)(params)
+      loss_fn = jax.checkpoint(nll, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable) if remat else nll
+      (t, (c, rng)), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
       return (jax.tree.map(jnp.add, grads, g), total + t, count + c, rng), None
 
     zeros = jax.tree.map(jnp.zeros_like, params)
