@@ -8,8 +8,9 @@ demo's towers are randomly initialised (their pooled features still separate the
 media carry the labels in pitch, hue and drawn expression) and its LM is a `demo`-preset Qwen2 trained for
 `lm_steps` updates on the training split's prompts and answers. A random LM cannot read soft tokens at all,
 the skill a pretrained LLM brings to P2E; so in those examples each modality's slots hold, with probability
-`hint_rate`, the token embeddings of the answer's label words, otherwise zeros or random vectors: the LM
-learns to read words from the slots and to ignore what carries none (as untrained adapters' outputs). Media
+`hint_rate`, the token embeddings of the answer's label words mixed with noise in a random proportion,
+otherwise zeros or random vectors: the LM learns to read words from the slots, the more the more word-like
+they are, and to ignore what carries none (as untrained adapters' outputs). Media
 never reach this stage: the adapters trained by P2E must learn to put the label into the slots from the
 media alone, and the held-out table after each phase shows whether they did.
 """
@@ -70,14 +71,17 @@ def ensure_corpus(folder: str | Path, seed: int = 0, per_class: int = corpus.DEF
 
 def _lm_examples(records: Sequence[Record], tokenizer: Tokenizer, cfg: NanoEmoXConfig, rng: random.Random,
                  hint_rate: float) -> tuple[np.ndarray, ...]:
-  """ids, mask, labels [B, L] of `[BOS] prompt answer [EOS]`, and hint [B, L]: the label-word token that fills
+  """ids, mask, labels [B, L] of `[BOS] prompt answer [EOS]`; hint [B, L]: the label-word token that fills
   each modality slot, EMPTY (zeros, as a masked modality) or NOISE (a random vector, as an untrained adapter
-  gives). Each modality is drawn independently, as P2E's phases present one, two or all branches."""
+  gives); strength [B, L]: the word's share of a hinted slot, uniform in [0, 1), the rest noise of its
+  scale, so that what the LM reads grows smoothly with how word-like a slot is (a gradient path for the
+  adapters). Each modality is drawn independently, as P2E's phases present one, two or all branches."""
   counts = pipeline.template_counts(tokenizer, cfg)
   slots = np.array(sorted(cfg.placeholder_counts))
   shape = (LM_BATCH, LM_LENGTH)
   ids, labels = np.full(shape, tokenizer.pad_id, np.int32), np.full(shape, IGNORE, np.int32)
   mask, hint = np.zeros(shape, np.int32), np.full(shape, EMPTY, np.int32)
+  strength = np.zeros(shape, np.float32)
   for i in range(LM_BATCH):
     record = rng.choice(records)
     prompt, target = templates.build_example(record, rng=rng, **counts)
@@ -89,9 +93,10 @@ def _lm_examples(records: Sequence[Record], tokenizer: Tokenizer, cfg: NanoEmoXC
       where = np.flatnonzero(row == slot)
       if words and rng.random() < hint_rate:
         hint[i, where] = np.resize(words, len(where))
+        strength[i, where] = rng.random()
       elif rng.random() < 0.5:
         hint[i, where] = NOISE
-  return ids, mask, labels, hint
+  return ids, mask, labels, hint, strength
 
 
 def pretrain_lm(cfg: NanoEmoXConfig, tokenizer: Tokenizer, records: Sequence[Record], steps: int, seed: int = 0,
@@ -121,12 +126,14 @@ def pretrain_lm(cfg: NanoEmoXConfig, tokenizer: Tokenizer, records: Sequence[Rec
                             wrt=nnx.Param)
   slots, vocab = jnp.array(sorted(cfg.placeholder_counts)), jnp.asarray(vocab)
 
-  @nnx.jit(static_argnums=7)
-  def step(lm, optimizer, ids, mask, labels, hint, key, num_targets):
+  @nnx.jit(static_argnums=8)
+  def step(lm, optimizer, ids, mask, labels, hint, strength, key, num_targets):
     def loss(lm):
-      noise = jax.random.normal(key, hint.shape + (cfg.llm.hidden_size,))
-      filled = jnp.where((hint >= 0)[..., None], lm.embed(jnp.maximum(hint, 0)),
-                         jnp.where((hint == NOISE)[..., None], noise, 0.0))
+      noise = jax.random.normal(key, hint.shape + (cfg.llm.hidden_size,))  # [B, L, D]
+      words = lm.embed(jnp.maximum(hint, 0))
+      scale = jnp.sqrt(jnp.mean(jnp.square(words), axis=-1, keepdims=True))
+      hinted = strength[..., None] * words + (1 - strength[..., None]) * scale * noise
+      filled = jnp.where((hint >= 0)[..., None], hinted, jnp.where((hint == NOISE)[..., None], noise, 0.0))
       x = jnp.where(jnp.isin(ids, slots)[..., None], filled, lm.embed(ids))  # [B, L, D]
       hidden, _ = lm.hidden_states(None, mask, inputs_embeds=x)
       pos, targets = labelled_positions(labels, num_targets)  # [B, K], targets already sub-vocabulary ids
@@ -142,11 +149,12 @@ def pretrain_lm(cfg: NanoEmoXConfig, tokenizer: Tokenizer, records: Sequence[Rec
     return value
 
   for i in range(steps):
-    ids, mask, labels, hint = _lm_examples(records, tokenizer, cfg, rng, hint_rate)
+    ids, mask, labels, hint, strength = _lm_examples(records, tokenizer, cfg, rng, hint_rate)
     sub_labels = np.where(labels == IGNORE, IGNORE, to_sub[np.maximum(labels, 0)])
     if (sub_labels == -1).any():
       raise AssertionError("pretrain_lm: a target token is outside the corpus vocabulary")
-    value = step(lm, optimizer, ids, mask, sub_labels, hint, jax.random.key(seed * 100_003 + i), num_targets_for(labels))
+    value = step(lm, optimizer, ids, mask, sub_labels, hint, strength, jax.random.key(seed * 100_003 + i),
+                 num_targets_for(labels))
     if (i + 1) % 25 == 0 or i + 1 == steps:
       print(f"stand-in LM pretraining: step {i + 1}/{steps}, loss {float(value):.4f}", flush=True)
   return lm
