@@ -131,7 +131,7 @@ def pretrain_lm(cfg: NanoEmoXConfig, tokenizer: Tokenizer, records: Sequence[Rec
     def loss(lm):
       noise = jax.random.normal(key, hint.shape + (cfg.llm.hidden_size,))  # [B, L, D]
       words = lm.embed(jnp.maximum(hint, 0))
-      scale = jnp.sqrt(jnp.mean(jnp.square(words), axis=-1, keepdims=True))
+      scale = jax.lax.stop_gradient(jnp.sqrt(jnp.mean(jnp.square(words), axis=-1, keepdims=True) + 1e-12))
       hinted = strength[..., None] * words + (1 - strength[..., None]) * scale * noise
       filled = jnp.where((hint >= 0)[..., None], hinted, jnp.where((hint == NOISE)[..., None], noise, 0.0))
       x = jnp.where(jnp.isin(ids, slots)[..., None], filled, lm.embed(ids))  # [B, L, D]
