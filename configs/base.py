@@ -38,7 +38,7 @@ def phase(name: str) -> ml_collections.ConfigDict:
     raise ValueError(f"unknown phase {name!r}; choose one of {sorted(PAPER)}")
   trainable, datasets, steps, lr, min_lr, warmup_lr, init_from = PAPER[name]
   c = ml_collections.ConfigDict()
-  c.name = f"phase{name}"  # the phase's folder under --workdir
+  c.name = "joint" if name == "joint" else f"phase{name}"  # the phase's folder under --workdir
   c.trainable = trainable  # train.phases.trainable filter
   c.init_from = [f"phase{p}" for p in init_from]  # folders (under --workdir) of the phases this one starts from
   c.seed = 42  # the authors' run.seed
@@ -97,7 +97,7 @@ def demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """`c` on the synthetic corpus with the `demo` preset: random towers, a stand-in LM pretrained on the
   corpus text, and a schedule that learns in tens of updates (the paper's rates are for pretrained towers
   and Qwen2.5 over thousands)."""
-  name = c.name.removeprefix("phase")
+  name = c.name.removeprefix("phase")  # "1a", ..., "joint"
   c.model.preset = "demo"
   c.model.checkpoint = "demo_model"  # under --workdir; written (random towers + stand-in LM) if missing
   c.model.tower_dtype = "float32"

@@ -5,7 +5,7 @@
   joint    one phase: every task at once (Jo-T), adapters + fusion + LoRA
   reverse  3, 2, 1b, 1a, each from the one before    the ablation of the order
 
-Each phase's settings live under `phases.<name>` (`--config.phases.3.optim.steps=...`).
+Each phase's settings live under `phases.<folder name>` (`--config.phases.phase3.optim.steps=...`).
 """
 
 import ml_collections
@@ -17,5 +17,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.strategy = "p2e"
   c.baseline = True  # score the starting model on every phase's held-out sets first (the table's first rows)
-  c.phases = {name: get_phase(name, arg) for name in ("1a", "1b", "2", "3", "joint")}
+  c.phases = {}
+  for name in ("1a", "1b", "2", "3", "joint"):
+    phase = get_phase(name, arg)
+    c.phases[phase.name] = phase
   return c

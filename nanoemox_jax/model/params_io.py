@@ -33,7 +33,7 @@ def restore_params(abstract: M, path: str | Path, param_dtype: Any | None = None
   if not path.exists():
     raise FileNotFoundError(f"no parameter checkpoint at {path}")
   graphdef, state = nnx.split(abstract)
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # jax arrays, not numpy copies per call
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # jax arrays, not numpy copies per call
   target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, param_dtype or s.dtype, sharding=device),
                         nnx.to_pure_dict(state))
   with ocp.StandardCheckpointer() as ckpt:
@@ -56,7 +56,7 @@ def restore_into(module: nnx.Module, path: str | Path, variables: Any = nnx.Para
   if not path.exists():
     raise FileNotFoundError(f"no parameter checkpoint at {path}")
   state = nnx.state(module, variables)
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), nnx.to_pure_dict(state))
   with ocp.StandardCheckpointer() as ckpt:
     stored = ckpt.metadata(path).item_metadata.tree

@@ -15,7 +15,9 @@ FACE_ADAPTER = ("face_temporal",)
 FUSION = ("fusion",)
 PHASES = ("1a", "1b", "2", "3")
 # Curriculum strategy -> phase order (configs/p2e.py); "joint" trains phase 3's parameters on every task at once.
-STRATEGIES = {"p2e": ("1a", "1b", "2", "3"), "joint": ("joint",), "reverse": ("3", "2", "1b", "1a")}
+# Keys are the phases' folder names (`configs/p2e.py` `phases.<key>`).
+STRATEGIES = {"p2e": ("phase1a", "phase1b", "phase2", "phase3"), "joint": ("joint",),
+              "reverse": ("phase3", "phase2", "phase1b", "phase1a")}
 _MODULES = {"1a": AUDIO_ADAPTER, "1b": VIDEO_ADAPTER + FACE_ADAPTER,
             "2": AUDIO_ADAPTER + VIDEO_ADAPTER + FACE_ADAPTER + FUSION,
             "3": AUDIO_ADAPTER + VIDEO_ADAPTER + FACE_ADAPTER + FUSION}
