@@ -63,8 +63,12 @@ def wait_for_step(proc: subprocess.Popen, metrics: Path, step: int, timeout: flo
 
 
 def adapters(workdir: Path, phase: str = "phase1a") -> dict[str, np.ndarray]:
+  path = workdir / phase / "model" / "adapters" / "params"
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # also for a model saved by several processes
   with ocp.StandardCheckpointer() as ckpt:
-    tree = ckpt.restore(workdir / phase / "model" / "adapters" / "params")
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          ckpt.metadata(path).item_metadata.tree)
+    tree = ckpt.restore(path, target)
   return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
