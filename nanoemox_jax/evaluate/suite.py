@@ -1,0 +1,112 @@
+"""Scores a set of predictions on the benchmarks the ground truth holds, per checkpoint, and selects checkpoints.
+
+Benchmarks (families) and their datasets: merunibench (mer2023, mer2024, meld, iemocap, mosi, mosei, sims,
+simsv2, ovmerd), mintrec (mintrec, mintrec2), avamerg, emer; a single dataset name selects that dataset.
+Predictions are matched to manifest records by (dataset, id); records without a prediction are counted as
+`missing` and left out (the reference scores the names both sides have).
+
+Checkpoint selection, both labelled in every report:
+- fixed: one checkpoint for every dataset (the one named, else the last in natural order, as the authors'
+  inference defaults to the last epoch);
+- best: per dataset, the checkpoint with the highest main score (the first one on a tie), as Nano-EmoX
+  `evaluation-scoreonly.py` (`main_zeroshot_scores`) picks the best epoch of a range per dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from nanoemox_jax.data.manifest import Record
+from nanoemox_jax.evaluate import avamerg, emer, mer_unibench, mintrec
+from nanoemox_jax.evaluate.judge import Judge
+from nanoemox_jax.evaluate.predictions import Prediction
+from nanoemox_jax.evaluate.wheel import Wheels
+
+FAMILIES = {"merunibench": mer_unibench.DATASETS, "mintrec": mintrec.DATASETS, "avamerg": avamerg.DATASETS,
+            "emer": emer.DATASETS}
+# The record task that each dataset's benchmark items carry.
+TASK = {**{d: "mer" for d in mer_unibench.EMOTION}, **{d: "msa" for d in mer_unibench.SENTIMENT},
+        **{d: "ovmer" for d in mer_unibench.OPEN_VOCABULARY}, **{d: "mir" for d in mintrec.DATASETS},
+        "avamerg": "erg", "emer": "eri"}
+PROTOCOLS = ("fixed", "best")
+
+
+def family_of(dataset: str) -> str:
+  return next(name for name, datasets in FAMILIES.items() if dataset in datasets)
+
+
+def datasets_for(benchmark: str) -> tuple[str, ...]:
+  if benchmark in FAMILIES:
+    return FAMILIES[benchmark]
+  if benchmark in TASK:
+    return (benchmark,)
+  raise ValueError(f"unknown benchmark {benchmark!r}; known: {sorted(FAMILIES)} or a dataset of {sorted(TASK)}")
+
+
+def score_dataset(dataset: str, records: Sequence[Record], predictions: Sequence[Prediction], judge: Judge | None,
+                  wheels: Wheels) -> dict[str, Any]:
+  """{"main", "scores", "n", "missing", ...} of one dataset's records against one checkpoint's predictions."""
+  by_id = {p.id: p for p in predictions if p.dataset == dataset}
+  pairs = [(r, by_id[r.id]) for r in records if r.id in by_id]
+  if not pairs:
+    raise ValueError(f"{dataset}: none of its {len(records)} records has a prediction")
+  recs, preds = (list(x) for x in zip(*pairs))
+  family = family_of(dataset)
+  if family == "merunibench":
+    result = mer_unibench.score(dataset, recs, preds, judge, wheels)
+  elif family == "mintrec":
+    result = mintrec.score(dataset, recs, preds)
+  elif family == "avamerg":
+    result = avamerg.score(dataset, recs, preds)
+  else:
+    result = emer.score(dataset, recs, preds, judge)
+  return {**result, "n": len(pairs), "missing": len(records) - len(pairs)}
+
+
+def score_all(records: Sequence[Record], by_checkpoint: Mapping[str, Sequence[Prediction]], benchmark: str,
+              judge: Judge | None, wheels: Wheels) -> dict[str, dict[str, dict[str, Any]]]:
+  """checkpoint -> dataset -> result, for the benchmark's datasets that `records` hold."""
+  wanted = datasets_for(benchmark)
+  groups = {d: [r for r in records if r.dataset == d and r.task == TASK[d]] for d in wanted}
+  groups = {d: rs for d, rs in groups.items() if rs}
+  if not groups:
+    raise ValueError(f"the labels hold no {benchmark} record (datasets {list(wanted)} with their benchmark task)")
+  return {ckpt: {d: score_dataset(d, rs, preds, judge, wheels) for d, rs in groups.items()}
+          for ckpt, preds in by_checkpoint.items()}
+
+
+def select(per_checkpoint: Mapping[str, Mapping[str, Mapping[str, Any]]], protocol: str,
+           checkpoint: str | None = None) -> dict[str, dict[str, Any]]:
+  """dataset -> the chosen result, with its "checkpoint" added. `per_checkpoint` in natural checkpoint order."""
+  if protocol not in PROTOCOLS:
+    raise ValueError(f"protocol {protocol!r} is not one of {PROTOCOLS}")
+  names = list(per_checkpoint)
+  if protocol == "fixed":
+    name = checkpoint if checkpoint is not None else names[-1]
+    if name not in per_checkpoint:
+      raise ValueError(f"checkpoint {name!r} is not among the predictions' checkpoints {names}")
+    return {d: {**r, "checkpoint": name} for d, r in per_checkpoint[name].items()}
+  chosen = {}
+  for d in per_checkpoint[names[0]]:
+    best = max(names, key=lambda n: (per_checkpoint[n][d]["scores"][per_checkpoint[n][d]["main"]], -names.index(n)))
+    chosen[d] = {**per_checkpoint[best][d], "checkpoint": best}
+  return chosen
+
+
+def average(selected: Mapping[str, Mapping[str, Any]], benchmark: str) -> dict[str, Any] | None:
+  """MER-UniBench's table average: the mean main score over its datasets present ({"value", "datasets"})."""
+  present = [d for d in mer_unibench.DATASETS if d in selected]
+  if benchmark != "merunibench" or not present:
+    return None
+  return {"value": sum(selected[d]["scores"][selected[d]["main"]] for d in present) / len(present),
+          "datasets": present}
+
+
+def gate_means(predictions: Sequence[Prediction]) -> dict[str, dict[str, float]]:
+  """task -> gate name -> mean fusion-gate weight over the predictions that carry gates (Fig. 6c)."""
+  sums: dict[str, dict[str, list[float]]] = {}
+  for p in predictions:
+    for name, value in (p.gates or {}).items():
+      sums.setdefault(p.task, {}).setdefault(name, []).append(value)
+  return {task: {name: sum(v) / len(v) for name, v in gates.items()} for task, gates in sums.items()}
