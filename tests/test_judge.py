@@ -190,3 +190,29 @@ def test_emer_overlaps(server, tmp_path):
   # clue: 8 and 2.5; label: summaries (anxious, anxious) -> 9, (anxious, happy) -> no number -> 0
   assert s["clue_overlap"] == pytest.approx((8 + 2.5) / 2) and s["label_overlap"] == pytest.approx(9 / 2)
   assert all(b["temperature"] == 0.0 and "top_p" not in b for b in server.bodies)
+
+
+def test_cli_with_judge_reruns_from_cache(server, tmp_path):
+  from nanoemox_jax.data.manifest import write_jsonl
+  from nanoemox_jax.evaluate.__main__ import main
+  records = [Record(id="o1", task="ovmer", dataset="ovmerd", split="test", target="", labels=("sad", "worried")),
+             Record(id="o2", task="ovmer", dataset="ovmerd", split="test", target="", labels=("neutral",)),
+             Record(id="o3", task="ovmer", dataset="ovmerd", split="test", target="", labels=("happy",))]
+  write_jsonl(records, tmp_path / "labels.jsonl")
+  answers = ["He looks gloomy and tense.", "Hard to say.", "She smiles."]
+  (tmp_path / "preds.jsonl").write_text("".join(
+      json.dumps({"id": f"o{i + 1}", "task": "ovmer", "dataset": "ovmerd", "text": a, "checkpoint": "final"}) + "\n"
+      for i, a in enumerate(answers)))
+  config = tmp_path / "judge.json"
+  config.write_text(json.dumps({"base_url": server.url, "model": "fake-7b", "seed": 0,
+                                "cache_dir": str(tmp_path / "cache"), "backoff_s": 0.01}))
+  args = ["--benchmark", "ovmerd", "--predictions", str(tmp_path / "preds.jsonl"), "--labels",
+          str(tmp_path / "labels.jsonl"), "--judge", str(config), "--out", str(tmp_path / "out")]
+  for sent in (3, 0):
+    assert main(args) == 0
+    scores = json.loads((tmp_path / "out" / "scores.json").read_text())
+    assert scores["judge_requests"] == {"sent": sent, "cached": 3 - sent} and server.requests == 3
+  # the judge's lists equal the truths on every wheel (o2's neutral truth is skipped)
+  assert scores["selected"]["ovmerd"]["scores"] == {"f1": 1.0, "precision": 1.0, "recall": 1.0}
+  assert scores["judge"] == {"base_url": server.url, "model": "fake-7b", "temperature": 0.7, "top_p": 0.8,
+                             "max_tokens": 512, "seed": 0}

@@ -1,1 +1,7 @@
-"""Scoring predictions on the affective benchmarks: label extraction from answers and the field's metrics."""
+"""Scoring predictions on the affective benchmarks: label extraction from answers and the field's metrics.
+
+classification (closed-set scores used in training), wheel / wheel_tables (MER-UniBench emotion wheels),
+mer_unibench, mintrec, avamerg, emer (one module per benchmark family), judge (LLM judge client and prompts),
+predictions (the infer output format), suite (matching, checkpoint selection), report; the CLI is
+`python -m nanoemox_jax.evaluate`.
+"""
