@@ -146,7 +146,7 @@ def score(dataset: str, records: Sequence[Record], predictions: Sequence[Predict
   labels, replies = predicted_labels([p.text for p in predictions], judge)
   if dataset in SENTIMENT:
     if judge is None:
-      sentiments = [ls[0] if len(ls) == 1 else "" for ls in labels]
+      sentiments = [ls[0].lower() if len(ls) == 1 else "" for ls in labels]
     else:
       sentiments = [clean_reply(r) for r in judge.complete([sentiment_prompt(r) for r in replies])]
     s = sentiment_scores([_valence(r) for r in records], [sentiment_value(x) for x in sentiments])
