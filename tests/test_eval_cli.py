@@ -42,14 +42,14 @@ def files(tmp_path):
               for i, l in enumerate(["joyful", "angry"])]
   write_jsonl(records, tmp_path / "labels.jsonl")
   for ckpt in ("ckpt_5", "ckpt_10"):
-    rows = [dict(id=f"m{i}", task="mer", dataset="mer2023", text=f"The character's emotional state is {a}.",
-                 gates={"expert1": 0.2, "expert2": 0.5, "expert3": 0.3}) for i, a in enumerate(MER_ANSWERS[ckpt])]
-    rows += [dict(id=f"s{i}", task="msa", dataset="mosi", text=f"The character's sentiment state is {a}.",
-                  gates={"expert1": 0.6, "expert2": 0.1, "expert3": 0.3}) for i, a in enumerate(MOSI_ANSWERS[ckpt])]
-    rows += [dict(id=f"i{i}", task="mir", dataset="mintrec", text=a) for i, a in enumerate(INTENT_ANSWERS[ckpt])]
+    rows = [{"id": f"m{i}", "task": "mer", "dataset": "mer2023", "text": f"The character's emotional state is {a}.",
+                 "gates": {"expert1": 0.2, "expert2": 0.5, "expert3": 0.3}} for i, a in enumerate(MER_ANSWERS[ckpt])]
+    rows += [{"id": f"s{i}", "task": "msa", "dataset": "mosi", "text": f"The character's sentiment state is {a}.",
+                  "gates": {"expert1": 0.6, "expert2": 0.1, "expert3": 0.3}} for i, a in enumerate(MOSI_ANSWERS[ckpt])]
+    rows += [{"id": f"i{i}", "task": "mir", "dataset": "mintrec", "text": a} for i, a in enumerate(INTENT_ANSWERS[ckpt])]
     emotions = ["joyful", "furious"] if ckpt == "ckpt_5" else ["happy", "angry"]
-    rows += [dict(id=f"a{i}", task="erg", dataset="avamerg", text=_erg(e, "that is so good to hear"),
-                  answer="that is so good to hear", think="...") for i, e in enumerate(emotions)]
+    rows += [{"id": f"a{i}", "task": "erg", "dataset": "avamerg", "text": _erg(e, "that is so good to hear"),
+                  "answer": "that is so good to hear", "think": "..."} for i, e in enumerate(emotions)]
     (tmp_path / f"{ckpt}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
   return tmp_path
 
@@ -59,7 +59,7 @@ def test_cli_best_of_range_writes_report(files):
   run = subprocess.run([sys.executable, "-m", "nanoemox_jax.evaluate", "--benchmark", "merunibench", "--predictions",
                         str(files / "ckpt_10.jsonl"), str(files / "ckpt_5.jsonl"), "--labels",
                         str(files / "labels.jsonl"), "--select", "best", "--out", str(out)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+                       cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
   assert run.returncode == 0, run.stderr
   scores = json.loads((out / "scores.json").read_text())
   mer, mosi = scores["selected"]["mer2023"], scores["selected"]["mosi"]

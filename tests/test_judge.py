@@ -87,8 +87,8 @@ def server():
 
 
 def _judge(server, tmp_path, **kw):
-  settings = dict(base_url=server.url, model="fake-7b", seed=3, concurrency=4, backoff_s=0.01,
-                  cache_dir=str(tmp_path / "cache"))
+  settings = {"base_url": server.url, "model": "fake-7b", "seed": 3, "concurrency": 4, "backoff_s": 0.01,
+                  "cache_dir": str(tmp_path / "cache")}
   return judge.Judge(judge.JudgeConfig(**{**settings, **kw}))
 
 

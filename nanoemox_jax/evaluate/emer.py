@@ -12,8 +12,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from nanoemox_jax.data.manifest import Record
-from nanoemox_jax.evaluate.judge import (Judge, clue_overlap_prompt, emotion_summary_prompt, label_overlap_prompt,
-                                         parse_score)
+from nanoemox_jax.evaluate.judge import (
+  Judge,
+  clue_overlap_prompt,
+  emotion_summary_prompt,
+  label_overlap_prompt,
+  parse_score,
+)
 from nanoemox_jax.evaluate.predictions import Prediction
 
 DATASETS = ("emer",)

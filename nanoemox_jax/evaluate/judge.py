@@ -245,12 +245,10 @@ def clean_reply(reply: str) -> str:
   """Reference `func_postprocess_qwen`: strip one leading 'Input'/'Output'-style word and a colon, drop newlines."""
   reply = reply.strip()
   for prefix in _PREFIXES:
-    if reply.startswith(prefix):
-      reply = reply[len(prefix):]
+    reply = reply.removeprefix(prefix)
   reply = reply.strip()
   for colon in (":", "："):
-    if reply.startswith(colon):
-      reply = reply[len(colon):]
+    reply = reply.removeprefix(colon)
   return reply.strip().replace("\n", "").strip()
 
 

@@ -15,7 +15,12 @@ from typing import Any
 
 from nanoemox_jax.data.manifest import Record
 from nanoemox_jax.evaluate import classification
-from nanoemox_jax.evaluate.judge import Judge, clean_reply, openset_prompt, sentiment_prompt
+from nanoemox_jax.evaluate.judge import (
+  Judge,
+  clean_reply,
+  openset_prompt,
+  sentiment_prompt,
+)
 from nanoemox_jax.evaluate.predictions import Prediction
 from nanoemox_jax.evaluate.wheel import WHEELS, Wheels, split_labels
 
@@ -142,7 +147,8 @@ def _confusion_class(labels: Sequence[str], candidates: Sequence[str], wheels: W
 
 def score(dataset: str, records: Sequence[Record], predictions: Sequence[Prediction], judge: Judge | None,
           wheels: Wheels) -> dict[str, Any]:
-  """One MER-UniBench dataset: {"main", "scores", ...}; `records` and `predictions` are aligned pairs."""
+  """One MER-UniBench dataset: {"main", "scores", ...}; `records` and `predictions` are aligned pairs. MSA with no
+  judge takes the answer's label list when it is a single word (positive / negative / neutral, any case)."""
   labels, replies = predicted_labels([p.text for p in predictions], judge)
   if dataset in SENTIMENT:
     if judge is None:

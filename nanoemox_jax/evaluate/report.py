@@ -16,10 +16,10 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from nanoemox_jax.evaluate import mer_unibench  # noqa: E402
-from nanoemox_jax.evaluate.suite import FAMILIES, family_of  # noqa: E402
+from nanoemox_jax.evaluate import mer_unibench
+from nanoemox_jax.evaluate.suite import FAMILIES, family_of
 
 NAMES = {"mer2023": "MER2023", "mer2024": "MER2024", "meld": "MELD", "iemocap": "IEMOCAP", "mosi": "MOSI",
          "mosei": "MOSEI", "sims": "SIMS", "simsv2": "SIMSv2", "ovmerd": "OV-MERD", "mintrec": "MIntRec",
