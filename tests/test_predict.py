@@ -4,6 +4,7 @@ decoding gives, and its first token is the training forward's argmax at the end 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import jax
@@ -35,18 +36,22 @@ def tok() -> Tokenizer:
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory) -> list[Record]:
-  """Held-out demo items: two audio-only CREMA-D clips (video masked) and three MIntRec videos."""
+  """Held-out demo items of 129-331 prompt tokens: two audio-only CREMA-D clips (video masked), three MIntRec
+  videos (audio from their track), an MER-Caption+ video with its wav (the fusion token is real), an AvaMERG
+  dialogue (the 512 bucket: its batch pads the records after it to 512, one at a time they stay at 256) and
+  that MER-Caption+ item without any media."""
   corpus = demo.write_corpus(tmp_path_factory.mktemp("demo"), seed=0, per_class=1)
   out = []
-  for dataset, n in (("cremad", 2), ("mintrec", 3)):
+  for dataset, n in (("cremad", 2), ("mintrec", 3), ("mercaptionplus", 1), ("avamerg", 1)):
     annotation, media_root = corpus[dataset]["test"]
     out += read_source(dataset, annotation, "test", media_root)[0][:n]
-  return out
+  return out + [dataclasses.replace(out[5], id="no_media", video=None, audio=None)]
 
 
-@pytest.fixture(scope="module")
-def model() -> NanoEmoX:
-  """The tiny preset with its LM matrices redrawn at std 0.2 (at 0.02 every row repeats one token)."""
+@functools.cache
+def tiny_model() -> NanoEmoX:
+  """The tiny preset with its LM matrices redrawn at std 0.2 (at 0.02 every row repeats one token), in eval
+  mode; built once per session (tests/test_infer_cli.py saves it)."""
   m = NanoEmoX(CFG, rngs=nnx.Rngs(0))
   key = jax.random.key(1)
   for _, var in nnx.iter_graph(m.llm):
@@ -58,18 +63,41 @@ def model() -> NanoEmoX:
 
 
 @pytest.fixture(scope="module")
+def model() -> NanoEmoX:
+  return tiny_model()
+
+
+@pytest.fixture(scope="module")
 def one_at_a_time(model, tok, records) -> np.ndarray:
   return pred.generate_tokens(model, tok, records, batch_size=1, max_new_tokens=NEW_TOKENS)
 
 
 def test_batched_greedy_equals_one_at_a_time(model, tok, records, one_at_a_time):
-  batched = pred.generate_tokens(model, tok, records, batch_size=3, max_new_tokens=NEW_TOKENS)  # 3 + (2 + 1 copy)
+  batched = pred.generate_tokens(model, tok, records, batch_size=3, max_new_tokens=NEW_TOKENS)  # 3 + 3 + (2 + 1 copy)
   assert batched.shape == (len(records), NEW_TOKENS) and batched.dtype == np.int32
-  assert len({tuple(row) for row in batched}) >= 3  # the rows differ: a mix-up of rows would show
+  assert len({tuple(row) for row in batched}) >= 5  # the rows differ: a mix-up of rows would show
   np.testing.assert_array_equal(batched, one_at_a_time)
   predictions = pred.predict(model, tok, records, batch_size=3, max_new_tokens=NEW_TOKENS)
   assert [(p.id, p.task, p.labels) for p in predictions] == [(r.id, r.task, r.labels) for r in records]
   assert [p.text for p in predictions] == [pred.answer_text(tok, row) for row in one_at_a_time]
+  names = ["speech2_vision2", "speech3_vision3", "speech4_vision4"]  # the tiny preset's expert layer pairs
+  for p in predictions:  # gates only where video and audio both decoded (CREMA-D has no video, no_media nothing)
+    assert (p.gates is None) == (p.dataset == "cremad" or p.id == "no_media"), p.id
+    assert p.gates is None or (list(p.gates) == names and abs(sum(p.gates.values()) - 1) < 1e-5)
+
+
+def test_prediction_lines_split_the_erg_think_block():
+  chain = {"event_scenario": "a lost job", "speaker_emotion": "sad", "emotion_cause": "the layoff",
+           "goal_to_response": "comfort"}
+  text = templates.erg_answer(chain, "I am sorry to hear that.")
+  line = pred.Prediction("d1", "erg", text, ("sad",), "avamerg").to_json("/ckpt")
+  assert line == {"id": "d1", "task": "erg", "dataset": "avamerg", "text": text, "answer": "I am sorry to hear that.",
+                  "think": text[len("<think>"):text.index("</think>")], "gates": None, "checkpoint": "/ckpt"}
+  assert line["think"].startswith("Firstly, the event scenario") and line["think"].endswith("comfort")
+  assert pred.split_think("<think>Firstly, cut by max_new_tokens") == ("Firstly, cut by max_new_tokens", "")
+  assert pred.split_think("no block") == (None, "no block")
+  other = pred.Prediction("m1", "mer", "<think>x</think> happy", (), "mer", {"speech16_vision12": 1.0}).to_json("c")
+  assert (other["answer"], other["think"], other["gates"]) == ("<think>x</think> happy", None, {"speech16_vision12": 1.0})
 
 
 def test_first_token_is_the_training_forward_argmax(model, tok, records, one_at_a_time):

@@ -1,0 +1,251 @@
+"""python -m nanoemox_jax.infer: answer one video, or a whole manifest into a resumable JSONL file.
+
+    python -m nanoemox_jax.infer --checkpoint DIR --task mer|ovmer|msa|eri|mir|erg --video FILE
+        [--audio FILE] [--subtitle TEXT] [--history FILE] [--candidates a,b,c|DATASET] [--json]
+    python -m nanoemox_jax.infer --checkpoint DIR --manifest FILE --out preds.jsonl [--batch-size 8]
+
+--checkpoint is a `nanoemox.load` folder (a training phase's `<workdir>/<phase>/model`); the tokenizer is
+--tokenizer, else the `tokenizer/` folder inside the checkpoint. Greedy by default; --sample takes the authors'
+settings (`predict.AUTHORS_SAMPLING`), which --temperature / --top-p / --max-new-tokens override.
+
+Single video: the record is a test item (`templates.question`: MER and MSA get the benchmarks' open-vocabulary
+question, MER the closed-set one when --candidates is given; MIR's candidates default to MIntRec's 20). Audio
+comes from --audio, else the video's own track; a video without one is answered with the audio masked (a
+warning says so). ERG: --history is a JSON list of {"role", "text" or "utterance"} turns, an AvaMERG turn
+object ({"context", "dialogue_history": [...]}) or a text file of `role: text` lines; --subtitle is the current
+user input (default: the history's last turn). The answer is printed (ERG: the <think> part and the reply).
+
+Manifest: one JSON line per record, `{"id", "task", "dataset", "text", "answer", "think", "gates",
+"checkpoint"}` (see `Prediction.to_json`), written and flushed per batch; a rerun skips the ids already in
+--out (a line cut by a kill is dropped). A record whose media fail is answered with that modality masked
+(logged). Exit codes: 0 done, 2 bad input (the message names the file, record or field).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from nanoemox_jax.data import media, templates
+from nanoemox_jax.data.manifest import Record, Turn, read_jsonl
+from nanoemox_jax.data.tokenizer import Tokenizer
+from nanoemox_jax.infer import predict as pred
+from nanoemox_jax.model import nanoemox
+
+TASKS = ("mer", "ovmer", "msa", "eri", "mir", "erg")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class InputError(Exception):
+  """Bad command-line input: exit code 2 with this message."""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(prog="python -m nanoemox_jax.infer", description=__doc__.splitlines()[0])
+  p.add_argument("--checkpoint", required=True, help="nanoemox.load folder (a phase's <workdir>/<phase>/model)")
+  p.add_argument("--tokenizer", help="Qwen2 tokenizer folder (default: CHECKPOINT/tokenizer)")
+  mode = p.add_mutually_exclusive_group(required=True)
+  mode.add_argument("--video", help="single-video mode: the video file")
+  mode.add_argument("--manifest", help="manifest mode: a JSONL manifest (nanoemox_jax.data.prepare)")
+  single = p.add_argument_group("single video")
+  single.add_argument("--task", choices=TASKS)
+  single.add_argument("--audio", help="audio file (default: the video's audio track)")
+  single.add_argument("--subtitle", default="", help="subtitle; ERG: the current user input")
+  single.add_argument("--history", help="ERG dialogue history (JSON or `role: text` lines)")
+  single.add_argument("--candidates", help="candidate labels 'a,b,c' or a dataset name of templates.CANDIDATES")
+  single.add_argument("--json", action="store_true", help="print the JSON line instead of the answer")
+  many = p.add_argument_group("manifest")
+  many.add_argument("--out", help="predictions JSONL (appended to; finished ids are skipped)")
+  many.add_argument("--batch-size", type=int, default=8)
+  many.add_argument("--workers", type=int, default=0, help="media-decoding processes (0: the main process)")
+  gen = p.add_argument_group("generation")
+  gen.add_argument("--sample", action="store_true", help=f"the authors' sampling: {pred.AUTHORS_SAMPLING}")
+  gen.add_argument("--temperature", type=float, help="0: greedy (default without --sample)")
+  gen.add_argument("--top-p", type=float)
+  gen.add_argument("--max-new-tokens", type=int, help="default 512 (greedy), 1200 (--sample)")
+  gen.add_argument("--seed", type=int, default=0)
+  gen.add_argument("--max-prompt-tokens", type=int, default=pred.BUCKETS[-1], help="longest prompt (padded bucket)")
+  gen.add_argument("--tower-dtype", choices=("auto", *DTYPES), default="auto",
+                   help="frozen towers and LM base (auto: bfloat16 on an accelerator, float32 on CPU)")
+  args = p.parse_args(argv)
+  if args.manifest:
+    if not args.out:
+      p.error("--manifest needs --out")
+    extra = [f"--{k}" for k in ("task", "audio", "subtitle", "history", "candidates", "json") if getattr(args, k)]
+    if extra:
+      p.error(f"{', '.join(extra)} apply to single-video mode, not --manifest")
+  elif not args.task:
+    p.error("--video needs --task")
+  if args.batch_size < 1 or args.max_prompt_tokens < 2:
+    p.error("--batch-size and --max-prompt-tokens must be positive")
+  return args
+
+
+def options(args: argparse.Namespace) -> dict:
+  """`predict.generate_batches` keyword arguments."""
+  sampling = pred.AUTHORS_SAMPLING if args.sample else {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 512}
+  chosen = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in sampling.items()}
+  buckets = [args.max_prompt_tokens]  # the limit and its halves down to 256
+  while buckets[0] // 2 >= 256:
+    buckets.insert(0, buckets[0] // 2)
+  return chosen | {"batch_size": args.batch_size, "seed": args.seed, "workers": args.workers,
+                   "buckets": tuple(buckets)}
+
+
+def load(args: argparse.Namespace) -> tuple[nanoemox.NanoEmoX, Tokenizer]:
+  folder = Path(args.tokenizer) if args.tokenizer else Path(args.checkpoint) / "tokenizer"
+  if not args.tokenizer and not folder.is_dir():
+    raise InputError(f"{args.checkpoint}: no tokenizer/ folder recorded with the model; pass --tokenizer DIR "
+                     "(the Qwen2 tokenizer, e.g. ../shared/data/qwen2_tokenizer)")
+  tokenizer = Tokenizer(folder)
+  if args.tower_dtype == "auto":
+    tower = jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+  else:
+    tower = DTYPES[args.tower_dtype]
+  return nanoemox.load(args.checkpoint, tower_dtype=tower), tokenizer
+
+
+def read_history(path: str) -> tuple[tuple[Turn, ...], str]:
+  """(turns, context) from a history file (see the module docstring)."""
+  try:
+    text = Path(path).read_text(encoding="utf-8")
+  except OSError as e:
+    raise InputError(f"{path}: --history: {e.strerror or e}") from None
+  if not Path(path).suffix == ".json":
+    turns = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+      role, sep, said = line.partition(":")
+      if line.strip() and not sep:
+        raise InputError(f"{path}:{lineno}: --history: expected 'role: text', got {line!r}")
+      if sep:
+        turns.append(Turn(role.strip(), said.strip()))
+    return tuple(turns), ""
+  try:
+    obj = json.loads(text)
+    context = obj.get("context", "") if isinstance(obj, dict) else ""
+    items = obj["dialogue_history"] if isinstance(obj, dict) else obj
+    return tuple(Turn(t["role"], t["text"] if "text" in t else t["utterance"]) for t in items), context
+  except (ValueError, KeyError, TypeError) as e:
+    raise InputError(f"{path}: --history: not a JSON list of {{'role', 'text'}} turns or an AvaMERG turn "
+                     f"object ({type(e).__name__}: {e})") from None
+
+
+def single_record(args: argparse.Namespace) -> Record:
+  """The video as a test `Record`; its media are checked first (a missing or corrupt file is an error, a video
+  without an audio track masks the audio)."""
+  try:
+    media.read_frames(args.video)
+    if args.audio:
+      media.load_audio(args.audio)
+  except media.MediaError as e:
+    raise InputError(f"--{e.field}: {e}") from None
+  if not args.audio:
+    try:
+      media.load_audio(args.video)
+    except media.MediaError as e:
+      print(f"warning: {e}; answering with the audio masked", file=sys.stderr)
+  candidates = ()
+  if args.candidates:
+    candidates = templates.CANDIDATES.get(args.candidates) or tuple(
+        c.strip() for c in args.candidates.split(",") if c.strip())
+  elif args.task == "mir":
+    candidates = templates.CANDIDATES["mintrec"]
+  history, context, subtitle = (), "", args.subtitle
+  if args.history:
+    history, context = read_history(args.history)
+    if not subtitle and history:
+      history, subtitle = history[:-1], history[-1].text
+  split = "train" if args.task == "mer" and candidates else "test"  # the closed-set MER question (templates.question)
+  return Record(id=Path(args.video).stem, task=args.task, dataset="cli", split=split, target="",
+                candidates=candidates, subtitle=subtitle, history=history, video=args.video, audio=args.audio,
+                meta={"context": context})
+
+
+def finished(out: Path, checkpoint: str) -> set[str]:
+  """Ids already in `out`; a last line without its newline (a killed write) is cut off the file."""
+  if not out.exists():
+    return set()
+  data = out.read_bytes()
+  if data and not data.endswith(b"\n"):
+    with open(out, "r+b") as f:
+      f.truncate(data.rfind(b"\n") + 1)
+    data = data[:data.rfind(b"\n") + 1]
+    print(f"warning: {out}: dropped an incomplete last line (a killed run); its record is redone", file=sys.stderr)
+  done = set()
+  for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
+    try:
+      obj = json.loads(line)
+      done.add(obj["id"])
+    except (ValueError, KeyError, TypeError):
+      raise InputError(f"{out}:{lineno}: not a prediction line; choose another --out") from None
+    if obj.get("checkpoint") != checkpoint:
+      raise InputError(f"{out}:{lineno}: predictions of checkpoint {obj.get('checkpoint')!r}, not {checkpoint!r}; "
+                       "choose another --out")
+  return done
+
+
+def run_single(args: argparse.Namespace, checkpoint: str) -> None:
+  record = single_record(args)
+  model, tokenizer = load(args)
+  p = pred.predict(model, tokenizer, [record], **options(args) | {"batch_size": 1})[0]
+  line = p.to_json(checkpoint)
+  if args.json:
+    print(json.dumps(line, ensure_ascii=False))
+  elif line["think"] is not None:
+    print(f"[think]\n{line['think']}\n[reply]\n{line['answer']}")
+  else:
+    print(line["answer"])
+
+
+def run_manifest(args: argparse.Namespace, checkpoint: str) -> None:
+  try:
+    records = read_jsonl(args.manifest)
+  except OSError as e:
+    raise InputError(f"{args.manifest}: --manifest: {e.strerror or e}") from None
+  ids = [r.id for r in records]
+  if len(set(ids)) != len(ids):
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    raise InputError(f"{args.manifest}: duplicate record ids {dupes[:5]} (resuming needs unique ids)")
+  out = Path(args.out)
+  done = finished(out, checkpoint)
+  todo = [r for r in records if r.id not in done]
+  if not todo:
+    print(f"{out}: all {len(records)} predictions already there")
+    return
+  model, tokenizer = load(args)
+  logging.getLogger("nanoemox_jax.data.pipeline").setLevel(logging.INFO)  # one line per masked modality
+  out.parent.mkdir(parents=True, exist_ok=True)
+  with open(out, "a", encoding="utf-8") as f, logging_redirect_tqdm(), tqdm(
+      total=len(records), initial=len(records) - len(todo), unit="sample", desc=Path(args.manifest).name) as bar:
+    for batch in pred.predict_batches(model, tokenizer, todo, **options(args)):
+      f.writelines(json.dumps(p.to_json(checkpoint), ensure_ascii=False) + "\n" for p in batch)
+      f.flush()
+      os.fsync(f.fileno())
+      bar.update(len(batch))
+  print(f"{out}: {len(todo)} new predictions, {len(records)} in all")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = parse_args(argv)
+  logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+  checkpoint = os.path.abspath(args.checkpoint)
+  try:
+    (run_manifest if args.manifest else run_single)(args, checkpoint)
+  except (InputError, media.MediaError, FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,139 @@
+"""`python -m nanoemox_jax.infer` end to end on a tiny model saved to a tmp folder: one video, a manifest with
+resume, and bad input (exit 2, the message names the file or field)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from flax import nnx
+
+from nanoemox_jax.data import demo
+from nanoemox_jax.data.manifest import Record, write_jsonl
+from nanoemox_jax.data.sources import read_source
+from nanoemox_jax.infer.__main__ import main
+from nanoemox_jax.model.frozen import FrozenParam
+from nanoemox_jax.model.params_io import save_params
+from tests.test_nanoemox import CFG
+from tests.test_predict import FOLDER, tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not FOLDER.is_dir(), reason=f"{FOLDER} is absent (the real Qwen2 tokenizer files)")
+KEYS = ["id", "task", "dataset", "text", "answer", "think", "gates", "checkpoint"]
+NEW = ["--max-new-tokens", "6"]
+
+
+def write_model(folder: Path) -> Path:
+  """`tiny_model()` as a `nanoemox.load` folder, with the tokenizer recorded in it."""
+  model = tiny_model()
+  configs = {"clip": CFG.clip.to_hf(), "hubert": CFG.hubert.to_hf(), "face": CFG.face.to_dict(),
+             "llm": CFG.llm.to_hf()}
+  for part, config in configs.items():
+    (folder / part).mkdir(parents=True)
+    (folder / part / "config.json").write_text(json.dumps(config))
+    save_params(nnx.to_pure_dict(nnx.state(getattr(model, part), FrozenParam)), folder / part / "params")
+  save_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)), folder / "adapters" / "params")
+  (folder / "nanoemox.json").write_text(json.dumps({"preset": "tiny"}))
+  (folder / "tokenizer").symlink_to(FOLDER, target_is_directory=True)  # the tokenizer recorded with the model
+  return folder
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+  """(model folder, records): an OV-MER item (video + audio), a MIntRec video, a CREMA-D audio-only clip and
+  the OV-MER item again under another id with its video missing."""
+  root = tmp_path_factory.mktemp("infer_cli")
+  corpus = demo.write_corpus(root / "corpus", seed=0, per_class=1)
+  records = []
+  for dataset in ("mercaptionplus", "mintrec", "cremad"):
+    annotation, media_root = corpus[dataset]["test"]
+    records.append(read_source(dataset, annotation, "test", media_root)[0][0])
+  gone = records[0].to_json() | {"id": "no_video", "video": str(root / "gone.mp4")}
+  records.append(Record.from_json(gone))
+  return write_model(root / "model"), records
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+  """Runs the CLI in a subprocess; the runs share a persistent compilation cache (the model's initialiser
+  compiles once)."""
+  cache = str(tmp_path_factory.mktemp("jax_cache"))
+
+  def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nanoemox_jax.infer", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env=os.environ | {"JAX_COMPILATION_CACHE_DIR": cache})
+  return run
+
+
+def test_manifest_resume_and_single_video(setup, cli, tmp_path):
+  model, records = setup
+  manifest, out = tmp_path / "test.jsonl", tmp_path / "preds.jsonl"
+  write_jsonl(records, manifest)
+  first = {**dict.fromkeys(KEYS, ""), "id": records[1].id, "task": "mir", "dataset": "mintrec", "gates": None,
+           "checkpoint": str(model.absolute()), "text": "kept from an earlier run"}
+  out.write_text(json.dumps(first) + "\n" + '{"id": "cut by a ki')  # a finished line and a killed write
+  run = cli("--checkpoint", str(model), "--manifest", str(manifest), "--out", str(out), "--batch-size", "2", *NEW)
+  assert run.returncode == 0, run.stderr
+  assert "incomplete last line" in run.stderr and "gone.mp4: video: file not found" in run.stderr
+  lines = [json.loads(line) for line in out.read_text().splitlines()]
+  assert lines[0] == first and sorted(p["id"] for p in lines) == sorted(r.id for r in records)
+  by_id = {p["id"]: p for p in lines}
+  for r in records:
+    p = by_id[r.id]
+    assert list(p) == KEYS and (p["task"], p["dataset"], p["checkpoint"]) == (r.task, r.dataset, str(model.absolute()))
+    if r.id != records[1].id:
+      assert p["answer"] == p["text"] and p["think"] is None and p["text"]
+  gates = by_id[records[0].id]["gates"]  # video and audio present: the fusion gate's 3 expert weights
+  assert list(gates) == ["speech2_vision2", "speech3_vision3", "speech4_vision4"] and abs(sum(gates.values()) - 1) < 1e-5
+  assert by_id["no_video"]["gates"] is None and by_id[records[2].id]["gates"] is None  # fusion token masked
+
+  before = out.read_bytes()
+  rerun = cli("--checkpoint", str(model), "--manifest", str(manifest), "--out", str(out), *NEW)
+  assert rerun.returncode == 0 and "all 4 predictions already there" in rerun.stdout
+  assert out.read_bytes() == before
+
+  r = records[0]  # alone (batch 1) it gets the tokens it got in a batch of 2
+  single = cli("--checkpoint", str(model), "--task", r.task, "--video", r.video, "--audio", r.audio,
+               "--subtitle", r.subtitle, *NEW)
+  assert single.returncode == 0, single.stderr
+  assert single.stdout.strip() == by_id[r.id]["answer"]
+
+
+def test_missing_video_exits_2_naming_the_file(setup, cli, tmp_path):
+  model, _ = setup
+  run = cli("--checkpoint", str(model), "--task", "mer", "--video", str(tmp_path / "nope.mp4"))
+  assert run.returncode == 2
+  assert f"{tmp_path / 'nope.mp4'}: video: file not found" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_bad_input_in_process(setup, tmp_path, capsys):
+  model, records = setup
+  corrupt = tmp_path / "corrupt.mp4"
+  corrupt.write_bytes(b"not a video" * 100)
+  video = records[0].video
+  cases = [
+      (["--task", "mer", "--video", str(corrupt)], f"{corrupt}: video: "),
+      (["--task", "mer", "--video", video, "--audio", str(tmp_path / "a.wav")], f"{tmp_path / 'a.wav'}: audio: file"),
+      (["--task", "erg", "--video", video, "--history", str(tmp_path / "h.json")], f"{tmp_path / 'h.json'}: --history"),
+      (["--task", "mer", "--video", video, "--tokenizer", str(tmp_path)], f"{tmp_path}: tokenizer file vocab.json"),
+      (["--manifest", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "o.jsonl")], f"{tmp_path / 'm.jsonl'}"),
+  ]
+  for args, message in cases:
+    assert main(["--checkpoint", str(model), *args]) == 2, args
+    assert message in capsys.readouterr().err, args
+  bad_task = tmp_path / "bad_task.jsonl"
+  bad_task.write_text(json.dumps(records[0].to_json() | {"task": "poetry"}) + "\n")
+  assert main(["--checkpoint", str(model), "--manifest", str(bad_task), "--out", str(tmp_path / "o.jsonl")]) == 2
+  assert f"{bad_task}:1: record" in capsys.readouterr().err
+  other = tmp_path / "other.jsonl"
+  other.write_text(json.dumps({"id": "x", "checkpoint": "/elsewhere"}) + "\n")
+  write_jsonl(records, tmp_path / "ok.jsonl")
+  assert main(["--checkpoint", str(model), "--manifest", str(tmp_path / "ok.jsonl"), "--out", str(other)]) == 2
+  assert "checkpoint '/elsewhere'" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as e:
+    main(["--checkpoint", str(model), "--task", "poetry", "--video", video])
+  assert e.value.code == 2 and "invalid choice: 'poetry'" in capsys.readouterr().err
