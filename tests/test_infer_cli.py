@@ -15,7 +15,7 @@ from flax import nnx
 from nanoemox_jax.data import demo
 from nanoemox_jax.data.manifest import Record, write_jsonl
 from nanoemox_jax.data.sources import read_source
-from nanoemox_jax.infer.__main__ import main
+from nanoemox_jax.infer.__main__ import main, render
 from nanoemox_jax.model.frozen import FrozenParam
 from nanoemox_jax.model.params_io import save_params
 from tests.test_nanoemox import CFG
@@ -125,6 +125,8 @@ def test_bad_input_in_process(setup, tmp_path, capsys):
   for args, message in cases:
     assert main(["--checkpoint", str(model), *args]) == 2, args
     assert message in capsys.readouterr().err, args
+  assert main(["--checkpoint", str(tmp_path), "--task", "mer", "--video", video]) == 2
+  assert f"{tmp_path}: --checkpoint is not a model folder" in capsys.readouterr().err
   bad_task = tmp_path / "bad_task.jsonl"
   bad_task.write_text(json.dumps(records[0].to_json() | {"task": "poetry"}) + "\n")
   assert main(["--checkpoint", str(model), "--manifest", str(bad_task), "--out", str(tmp_path / "o.jsonl")]) == 2
@@ -137,3 +139,11 @@ def test_bad_input_in_process(setup, tmp_path, capsys):
   with pytest.raises(SystemExit) as e:
     main(["--checkpoint", str(model), "--task", "poetry", "--video", video])
   assert e.value.code == 2 and "invalid choice: 'poetry'" in capsys.readouterr().err
+
+
+def test_single_video_printout():
+  line = {"id": "d", "task": "erg", "text": "<think>Firstly, x</think>\n Sorry.", "answer": "Sorry.",
+          "think": "Firstly, x", "gates": None}
+  assert render(line, as_json=False) == "[think]\nFirstly, x\n[reply]\nSorry."
+  assert render(line | {"task": "mer", "answer": "happy", "think": None}, as_json=False) == "happy"
+  assert json.loads(render(line, as_json=True)) == line

@@ -18,7 +18,7 @@ user input (default: the history's last turn). The answer is printed (ERG: the <
 Manifest: one JSON line per record, `{"id", "task", "dataset", "text", "answer", "think", "gates",
 "checkpoint"}` (see `Prediction.to_json`), written and flushed per batch; a rerun skips the ids already in
 --out (a line cut by a kill is dropped). A record whose media fail is answered with that modality masked
-(logged). Exit codes: 0 done, 2 bad input (the message names the file, record or field).
+(logged). Exit codes: 0 done, 2 bad input (the message names the file, record or field), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
       p.error(f"{', '.join(extra)} apply to single-video mode, not --manifest")
   elif not args.task:
     p.error("--video needs --task")
+  elif args.history and args.task != "erg":
+    p.error("--history applies to --task erg")
   if args.batch_size < 1 or args.max_prompt_tokens < 2:
     p.error("--batch-size and --max-prompt-tokens must be positive")
   return args
@@ -103,6 +105,8 @@ def options(args: argparse.Namespace) -> dict:
 
 
 def load(args: argparse.Namespace) -> tuple[nanoemox.NanoEmoX, Tokenizer]:
+  if not (Path(args.checkpoint) / "nanoemox.json").is_file():
+    raise InputError(f"{args.checkpoint}: --checkpoint is not a model folder (no nanoemox.json; see nanoemox.load)")
   folder = Path(args.tokenizer) if args.tokenizer else Path(args.checkpoint) / "tokenizer"
   if not args.tokenizer and not folder.is_dir():
     raise InputError(f"{args.checkpoint}: no tokenizer/ folder recorded with the model; pass --tokenizer DIR "
@@ -198,13 +202,14 @@ def run_single(args: argparse.Namespace, checkpoint: str) -> None:
   record = single_record(args)
   model, tokenizer = load(args)
   p = pred.predict(model, tokenizer, [record], **options(args) | {"batch_size": 1})[0]
-  line = p.to_json(checkpoint)
-  if args.json:
-    print(json.dumps(line, ensure_ascii=False))
-  elif line["think"] is not None:
-    print(f"[think]\n{line['think']}\n[reply]\n{line['answer']}")
-  else:
-    print(line["answer"])
+  print(render(p.to_json(checkpoint), args.json))
+
+
+def render(line: dict, as_json: bool) -> str:
+  """What single-video mode prints: the JSON line, or the answer (ERG: `[think]` block, then `[reply]`)."""
+  if as_json:
+    return json.dumps(line, ensure_ascii=False)
+  return line["answer"] if line["think"] is None else f"[think]\n{line['think']}\n[reply]\n{line['answer']}"
 
 
 def run_manifest(args: argparse.Namespace, checkpoint: str) -> None:
@@ -244,6 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   except (InputError, media.MediaError, FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except KeyboardInterrupt:
+    print("\ninterrupted: finished batches are kept; the same command continues", file=sys.stderr)
+    return 130
   return 0
 
 
