@@ -13,9 +13,9 @@ import pytest
 from flax import nnx
 
 from nanoemox_jax.data import demo
-from nanoemox_jax.data.manifest import Record, write_jsonl
+from nanoemox_jax.data.manifest import Record, Turn, write_jsonl
 from nanoemox_jax.data.sources import read_source
-from nanoemox_jax.infer.__main__ import main, render
+from nanoemox_jax.infer.__main__ import main, read_history, render
 from nanoemox_jax.model.frozen import FrozenParam
 from nanoemox_jax.model.params_io import save_params
 from tests.test_nanoemox import CFG
@@ -147,3 +147,16 @@ def test_single_video_printout():
   assert render(line, as_json=False) == "[think]\nFirstly, x\n[reply]\nSorry."
   assert render(line | {"task": "mer", "answer": "happy", "think": None}, as_json=False) == "happy"
   assert json.loads(render(line, as_json=True)) == line
+
+
+def test_history_files_and_duplicate_ids(setup, tmp_path, capsys):
+  model, records = setup
+  text, obj = tmp_path / "h.txt", tmp_path / "h.json"
+  text.write_text("speaker: My friend moved away.\nlistener: That sounds hard.\n")
+  obj.write_text(json.dumps({"context": "a move", "dialogue_history": [{"role": "speaker", "utterance": "Hi."}]}))
+  turns = (Turn("speaker", "My friend moved away."), Turn("listener", "That sounds hard."))
+  assert read_history(str(text)) == (turns, "")
+  assert read_history(str(obj)) == ((Turn("speaker", "Hi."),), "a move")
+  write_jsonl([records[0], records[0]], tmp_path / "dupes.jsonl")
+  assert main(["--checkpoint", str(model), "--manifest", str(tmp_path / "dupes.jsonl"), "--out", str(tmp_path / "o")]) == 2
+  assert f"duplicate record ids ['{records[0].id}']" in capsys.readouterr().err

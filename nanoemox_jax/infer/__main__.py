@@ -24,6 +24,7 @@ Manifest: one JSON line per record, `{"id", "task", "dataset", "text", "answer",
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import os
@@ -125,7 +126,7 @@ def read_history(path: str) -> tuple[tuple[Turn, ...], str]:
     text = Path(path).read_text(encoding="utf-8")
   except OSError as e:
     raise InputError(f"{path}: --history: {e.strerror or e}") from None
-  if not Path(path).suffix == ".json":
+  if Path(path).suffix != ".json":
     turns = []
     for lineno, line in enumerate(text.splitlines(), 1):
       role, sep, said = line.partition(":")
@@ -217,9 +218,8 @@ def run_manifest(args: argparse.Namespace, checkpoint: str) -> None:
     records = read_jsonl(args.manifest)
   except OSError as e:
     raise InputError(f"{args.manifest}: --manifest: {e.strerror or e}") from None
-  ids = [r.id for r in records]
-  if len(set(ids)) != len(ids):
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
+  dupes = sorted(i for i, n in collections.Counter(r.id for r in records).items() if n > 1)
+  if dupes:
     raise InputError(f"{args.manifest}: duplicate record ids {dupes[:5]} (resuming needs unique ids)")
   out = Path(args.out)
   done = finished(out, checkpoint)
