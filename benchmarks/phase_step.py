@@ -124,7 +124,8 @@ def model_flops(cfg: NanoEmoXConfig, phase: str, batch: int, seq: int, accumulat
                 tower_dtype=None) -> float | None:
   """FLOPs of one optimizer step without recomputation: XLA counts a `scan` body once, so one micro-batch
   is lowered and multiplied by `accumulation` (the update itself is negligible)."""
-  one = flops(lowered_step(cfg, phase, batch, seq, 1, remat=False, dtype=dtype, tower_dtype=tower_dtype))
+  with jax.default_device(jax.local_devices(backend="cpu")[0]):  # a GPU's Lowered gives no cost analysis
+    one = flops(lowered_step(cfg, phase, batch, seq, 1, remat=False, dtype=dtype, tower_dtype=tower_dtype))
   return None if one is None else accumulation * one
 
 

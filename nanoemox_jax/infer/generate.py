@@ -24,6 +24,14 @@ def bucket(n: int, minimum: int = MIN_BUCKET) -> int:
   return 1 << (max(n, minimum) - 1).bit_length()
 
 
+def greedy_token(logits: jax.Array) -> jax.Array:
+  """First index of the maximum, like `argmax`, as two plain reductions (XLA:CPU's variadic argmax
+  reduction is ~3x slower over a 150k vocabulary). logits [B, V] -> [B]."""
+  top = jnp.max(logits, axis=-1, keepdims=True)
+  vocab = jnp.arange(logits.shape[-1], dtype=jnp.int32)
+  return jnp.min(jnp.where(logits == top, vocab, logits.shape[-1] - 1), axis=-1)
+
+
 def sample_token(logits: jax.Array, key: jax.Array, temperature: jax.Array, top_p: jax.Array) -> jax.Array:
   """Nucleus sampling: keep the smallest top set with probability >= top_p. logits [B, V] -> [B]."""
   logits = logits / temperature
@@ -58,7 +66,7 @@ def _generate(graphdef, state, input_ids, inputs_embeds, attention_mask, key, te
   cache = KVCache.zeros(model.config, b, cache_len, model.dtype)
 
   def pick(logits, key):
-    return jnp.argmax(logits, -1).astype(jnp.int32) if greedy else sample_token(logits, key, temperature, top_p)
+    return greedy_token(logits) if greedy else sample_token(logits, key, temperature, top_p)
 
   hidden, cache = model.hidden_states(input_ids, attention_mask, inputs_embeds=inputs_embeds, cache=cache)
   key, sub = jax.random.split(key)

@@ -2,7 +2,8 @@
 
 The adapted layer keeps the base `kernel`/`bias` at their original paths and adds
 `lora_a` [in, r] and `lora_b` [r, out] typed `nnx.LoRAParam`, so optimizers can select adapters
-by type: y = x W + b + (alpha / r) * dropout(x) A B.
+by type: y = x W + b + (alpha / r) * dropout(x) A B. Adapters are stored in fp32 (or the base's dtype if
+wider) even over a bf16 base, like every trainable parameter.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class LoRALinear(Linear):
   def __init__(self, base: Linear, cfg: LoRAConfig, *, rngs: nnx.Rngs):
     self.in_features, self.out_features, self.dtype = base.in_features, base.out_features, base.dtype
     self.kernel, self.bias = base.kernel, base.bias
-    param_dtype = base.kernel[...].dtype
+    param_dtype = jnp.promote_types(base.kernel[...].dtype, jnp.float32)  # trainable: fp32 over a bf16 base
     bound = 1.0 / self.in_features**0.5  # PEFT: kaiming_uniform(a=sqrt(5)) on A, zeros on B
     self.lora_a = nnx.LoRAParam(jax.random.uniform(rngs.params(), (self.in_features, cfg.rank), param_dtype,
                                                    -bound, bound))
