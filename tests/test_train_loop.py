@@ -103,6 +103,7 @@ def test_killed_run_resumes_exactly(assets, tmp_path):
     np.testing.assert_array_equal(got[key], want[key], err_msg=key)
   results = json.loads((work / "phase1a" / "results.json").read_text())
   assert 2 <= results["resumed_from"] < STEPS and results["steps"] == STEPS
+  assert (work / "phase1a" / "model" / "tokenizer" / "vocab.json").exists()  # what `nanoemox_jax.infer` reads
   for name in ("loss.png", "metrics.jsonl"):
     assert (work / "phase1a" / name).stat().st_size > 0
   assert list((work / "phase1a" / "tensorboard").iterdir())

@@ -136,8 +136,9 @@ def build_model(c: ml_collections.ConfigDict, model_dir: Path, workdir: Path) ->
   return model
 
 
-def export_model(model: NanoEmoX, model_dir: Path, out: Path, source: str) -> Path:
-  """`out` becomes a `nanoemox.load` folder: this phase's adapters + LoRA, links to the frozen parts."""
+def export_model(model: NanoEmoX, model_dir: Path, out: Path, source: str, tokenizer: Path | None = None) -> Path:
+  """`out` becomes a `nanoemox.load` folder: this phase's adapters + LoRA, links to the frozen parts and to
+  the tokenizer (which `python -m nanoemox_jax.infer` reads from `out/tokenizer`)."""
   save_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)), out / "adapters" / "params")  # every process
   if jax.process_index() == 0:
     (out / "nanoemox.json").write_text((model_dir / "nanoemox.json").read_text())
@@ -145,6 +146,8 @@ def export_model(model: NanoEmoX, model_dir: Path, out: Path, source: str) -> Pa
       link = out / part
       if (model_dir / part).exists() and not link.exists():
         link.symlink_to((model_dir / part).absolute(), target_is_directory=True)
+    if tokenizer is not None and not (out / "tokenizer").exists():
+      (out / "tokenizer").symlink_to(Path(tokenizer).absolute(), target_is_directory=True)
     (out / "adapters" / "conversion.json").write_text(json.dumps({"source": source, "missing": []}))
   return out
 
@@ -256,7 +259,7 @@ def run_phase(c: ml_collections.ConfigDict, workdir: str | Path, resume: bool = 
     telemetry.close()
     data.close()
   seconds = time.perf_counter() - began
-  export_model(model, paths["model"], out / "model", c.name)
+  export_model(model, paths["model"], out / "model", c.name, Path(c.data.tokenizer))
   held_out = {}
   if multi and c.evaluate:
     log.info("%s: held-out scoring runs on one process; score %s with nanoemox_jax.infer", c.name, out / "model")
