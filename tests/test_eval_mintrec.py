@@ -36,3 +36,18 @@ def test_score_exact_match():
   out = mintrec.score("mintrec", records, preds)
   assert out["scores"]["accuracy"] == pytest.approx(1 / 3)
   assert out["confusion"]["predicted"] == ["complain", "other", "other"]
+
+
+def test_macro_classes_take_the_labels_spelling():
+  """MIntRec's labels are capitalised ("Complain") while its candidate lists are lower case: the macro
+  protocol's classes follow the labels, so a correct answer counts in both protocols."""
+  labels = ["Complain", "Thank", "Thank", "Greet"]
+  answers = ["Complain", "Thank", "Greet", "Greet"]
+  records = [Record(id=str(i), task="mir", dataset="mintrec", split="test", target=l, labels=(l,),
+                    candidates=templates.CANDIDATES["mintrec"]) for i, l in enumerate(labels)]
+  preds = [Prediction(id=str(i), task="mir", dataset="mintrec", text=a, answer=a) for i, a in enumerate(answers)]
+  s = mintrec.score("mintrec", records, preds)["scores"]
+  classes = [c.capitalize() if c.capitalize() in labels else c for c in templates.CANDIDATES["mintrec"]]
+  assert s["accuracy"] == pytest.approx(0.75)
+  assert s["macro_f1"] == pytest.approx(f1_score(labels, answers, labels=classes, average="macro", zero_division=0))
+  assert s["macro_f1"] > 0

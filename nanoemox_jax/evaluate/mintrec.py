@@ -36,8 +36,10 @@ def intent_scores(predicted: Sequence[str], truth: Sequence[str], classes: Seque
 def score(dataset: str, records: Sequence[Record], predictions: Sequence[Prediction]) -> dict[str, Any]:
   """One intent dataset; `records` and `predictions` are aligned pairs. The answer is stripped of surrounding
   whitespace and compared exactly (case included) with the label."""
-  classes = list(dict.fromkeys(c for r in records for c in r.candidates)) or list(templates.CANDIDATES[dataset])
   truth = [r.labels[0] for r in records]
+  candidates = list(dict.fromkeys(c for r in records for c in r.candidates)) or list(templates.CANDIDATES[dataset])
+  spelling = {t.casefold(): t for t in truth}  # the candidate lists are lower case, the labels capitalised
+  classes = [spelling.get(c.casefold(), c) for c in candidates]
   predicted = [p.answer.strip() for p in predictions]
   return {"main": "accuracy", "scores": intent_scores(predicted, truth, classes),
           "confusion": {"classes": classes + ["other"], "truth": truth,
