@@ -71,7 +71,6 @@ def main(argv: list[str] | None = None) -> None:
     run["flops"] = model_flops(cfg, phase, args.batch, args.seq, args.accumulation, **kw)
     run["mfu"] = run["flops"] / run["step_s"] / result["peak_bf16"] if run["flops"] else None
     result["runs"].append(run)
-    print(json.dumps(run), flush=True)
     out.write_text(json.dumps(result, indent=1))
   best = {}
   for r in result["runs"]:  # fastest remat-on bf16 run per phase (remat on: the configuration that fits 24 GB)
