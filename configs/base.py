@@ -47,7 +47,7 @@ def phase(name: str) -> ml_collections.ConfigDict:
   c.model.preset = "full"  # configs/model.py
   c.model.checkpoint = "checkpoints/nanoemox"  # converted parts: nanoemox.json + clip/ hubert/ face/ llm/
   c.model.tower_dtype = "bfloat16"  # frozen towers and LM base; trainable parameters stay fp32
-  c.model.compute_dtype = "float32"
+  c.model.compute_dtype = "bfloat16"  # matmuls; norms, softmax and the loss stay fp32 (fp32: 33.8 GB, over 24 GB)
   c.model.remat = False
   c.model.demo_lm_steps = 0  # >0 (demo only): pretrain the stand-in LM on the corpus text this many steps
 
@@ -101,13 +101,14 @@ def demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.model.preset = "demo"
   c.model.checkpoint = "demo_model"  # under --workdir; written (random towers + stand-in LM) if missing
   c.model.tower_dtype = "float32"
+  c.model.compute_dtype = "float32"  # the demo figures in README / BUILD_NOTES were measured in fp32
   c.model.demo_lm_steps = 200
   c.data.demo_corpus = "demo_corpus"
   c.data.root = "demo_corpus/manifests"
   c.data.manifests = {d: f"{d}_train.jsonl" for d in DEMO_DATASETS[name]}
   c.data.buckets = (256, 384)
   c.data.workers = 1
-  c.optim.steps = {"1a": 40, "1b": 40, "2": 50, "3": 80, "joint": 120}[name]
+  c.optim.steps = {"1a": 80, "1b": 80, "2": 50, "3": 100, "joint": 160}[name]
   c.optim.learning_rate = 3e-3
   c.optim.min_lr = 3e-4
   c.optim.warmup_lr = 0.0
