@@ -153,7 +153,7 @@ def test_two_process_run_on_loopback(assets, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="issue 6 open: held-out MER-Caption+ accuracy after the demo's P2E measured "
-                   "0.39 (2.3x chance, 80/80/50/100 updates, 2026-11-26); MIR after phase 2 passes (0.58)")
+                   "0.47 (2.8x chance, 80/80/50/100 updates, 2026-11-26); MIR after phase 2 passes (0.58)")
 def test_demo_learns(tmp_path):
   """The demo (`configs/p2e.py:demo`, the README's main command) end to end: MIR above chance after phase 2,
   MER (MER-Caption+ primary emotion, held out) at least 3x chance after P2E."""
