@@ -294,3 +294,67 @@ def test_worker_processes_give_the_in_process_sequence_and_restore(tok, clips):
   resumed.set_state(state)
   assert_same(batches(resumed, 3), tail)
   resumed.close()
+
+
+# ----------------------------------------------------------------------------- cached tower features
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+  from flax import nnx
+
+  from nanoemox_jax.model.nanoemox import NanoEmoX
+
+  return NanoEmoX(TINY, rngs=nnx.Rngs(0))
+
+
+def test_feature_cache_holds_the_towers_outputs_and_the_decoder_status(tiny_model, clips):
+  import jax
+
+  from nanoemox_jax.data import media
+  from nanoemox_jax.data.features import build_cache, media_key
+
+  records = media_records(clips) + [rec("mir", 99, subtitle="text only", candidates=("thank",))]
+  cache = build_cache(tiny_model, records + records[:2], batch_size=3)  # 9 distinct items: a padded last batch
+  assert len(cache.index) == len(records) == cache.features.frames.shape[0]
+  towers = jax.jit(tiny_model.tower_features)
+  for name, r in zip([*clips, "text_only"], records, strict=True):
+    d = media.decode_sample(r.video, r.audio, TINY.face_input)
+    s = cache.status[media_key(r)]
+    assert (s.has_video, s.has_audio, s.errors) == (d.video_mask, d.audio_mask, d.errors), name
+    assert (s.has_video, s.has_audio) == DECODES.get(name, (False, False)), name
+    want = towers(d.frames[None], d.faces[None], d.audio[None])  # one at a time: independent of the batching
+    for field, got, ref in zip(want._fields, cache.gather([media_key(r)]), want, strict=True):
+      np.testing.assert_allclose(got, np.asarray(ref), atol=1e-5, rtol=1e-5, err_msg=f"{name} {field}")
+
+
+@pytest.mark.parametrize("mode", ["mask", "skip"])
+def test_cached_pipeline_gives_the_decoding_pipeline_batches(tiny_model, tok, clips, mode):
+  from nanoemox_jax.data.features import build_cache, media_key
+
+  records = media_records(clips)
+  source = MixSource("media", tuple(records))
+  config = PipelineConfig(batch_size=2, buckets=(256,), seed=7, media_failure=mode)
+  cache = build_cache(tiny_model, records, batch_size=4)
+  reference, cached = iter(Pipeline([source], tok, TINY, config)), iter(Pipeline([source], tok, TINY, config,
+                                                                                  features=cache))
+  by_subtitle = {r.subtitle: media_key(r) for r in records}
+  for _ in range(6):
+    want, got = next(reference), next(cached)
+    assert got.frames is got.faces is got.audio is None
+    for field in ("input_ids", "attention_mask", "labels", "has_video", "has_audio"):
+      np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
+    keys = [by_subtitle[tok.decode(ids).split("<Subtitle>")[1].split("</Subtitle>")[0]] for ids in want.input_ids]
+    for a, b in zip(got.features, cache.gather(keys), strict=True):
+      np.testing.assert_array_equal(a, b)
+  assert cached.stats.flat() == reference.stats.flat()
+  assert (reference.stats.skipped["media"] > 0) == (mode == "skip")
+
+
+def test_a_cache_without_some_media_is_refused(tiny_model, tok, clips):
+  from nanoemox_jax.data.features import build_cache
+
+  records = media_records(clips)
+  cache = build_cache(tiny_model, records[:3], batch_size=4)
+  with pytest.raises(ValueError, match="lacks 5 media item"):
+    Pipeline([MixSource("media", tuple(records))], tok, TINY, PipelineConfig(batch_size=2), features=cache)

@@ -32,6 +32,7 @@ import numpy as np
 from absl import flags
 
 from nanoemox_jax.data import media, templates
+from nanoemox_jax.data.features import FeatureCache, MediaStatus, media_key
 from nanoemox_jax.data.manifest import Record, read_jsonl
 from nanoemox_jax.data.tokenizer import Tokenizer
 from nanoemox_jax.model.nanoemox import IGNORE, Batch, NanoEmoXConfig, check_placeholders
@@ -181,6 +182,7 @@ class _Sample:
   counts: Mapping[str, int]  # build_example keyword -> placeholder tokens
   config: PipelineConfig
   face_input: str
+  media_status: Mapping[tuple[str | None, str | None], MediaStatus] | None = None  # cached features: no decoding
 
   def __call__(self, index: int, item: tuple[int, Record]) -> dict[str, Any]:
     source, record = item
@@ -195,14 +197,20 @@ class _Sample:
       return {"source": source, "skip": "too_long", "errors": (f"{record.id}: {e}",)}
     if truncated and cfg.overlong == "skip":
       return {"source": source, "skip": "too_long", "errors": (f"{record.id}: longer than {cfg.buckets[-1]} tokens",)}
+    text = {"source": source, "skip": "", "input_ids": ids, "labels": labels, "truncated": truncated}
+    if self.media_status is not None:  # the main process adds the cached tower features
+      key = media_key(record)
+      s = self.media_status[key]
+      if s.errors and cfg.media_failure == "skip":
+        return {"source": source, "skip": "media", "errors": s.errors}
+      return text | {"errors": s.errors, "media_key": key, "has_video": s.has_video, "has_audio": s.has_audio}
     d = media.decode_sample(record.video, record.audio, self.face_input)
     if d.errors and cfg.media_failure == "skip":
       return {"source": source, "skip": "media", "errors": d.errors}
     # Contiguous arrays travel to the main process through shared memory; others are pickled through a pipe.
     frames, faces, audio = (np.ascontiguousarray(a) for a in (d.frames, d.faces, d.audio))
-    return {"source": source, "skip": "", "errors": d.errors, "input_ids": ids, "labels": labels,
-            "truncated": truncated, "frames": frames, "faces": faces, "audio": audio,
-            "has_video": d.video_mask, "has_audio": d.audio_mask}
+    return text | {"errors": d.errors, "frames": frames, "faces": faces, "audio": audio,
+                   "has_video": d.video_mask, "has_audio": d.audio_mask}
 
 
 @dataclasses.dataclass
@@ -235,8 +243,9 @@ class PipelineIterator(Iterator[Batch]):
   """Yields numpy `Batch`es; `get_state()` / `set_state()` for checkpoints, `stats` for logging."""
 
   def __init__(self, elements: grain.DatasetIterator, names: Sequence[str], config: PipelineConfig, pad_id: int,
-               counts: Mapping[int, int]):
+               counts: Mapping[int, int], features: FeatureCache | None = None):
     self._elements, self._names, self._config, self._pad_id, self._counts = elements, names, config, pad_id, counts
+    self._features = features
     self.stats = Stats()
 
   def __next__(self) -> Batch:
@@ -272,8 +281,12 @@ class PipelineIterator(Iterator[Batch]):
       n = len(x["input_ids"])
       ids[i, :n], labels[i, :n], mask[i, :n] = x["input_ids"], x["labels"], 1
     stack = lambda key, dtype: np.stack([x[key] for x in rows]).astype(dtype, copy=False)
+    present = stack("has_video", bool), stack("has_audio", bool)
+    if self._features is not None:
+      return Batch(ids, mask, labels, None, None, None, *present,
+                   features=self._features.gather([x["media_key"] for x in rows]))
     return Batch(ids, mask, labels, stack("frames", np.float32), stack("faces", np.float32),
-                 stack("audio", np.float32), stack("has_video", bool), stack("has_audio", bool))
+                 stack("audio", np.float32), *present)
 
   def get_state(self) -> dict[str, Any]:
     return {"elements": self._elements.get_state(), "stats": self.stats.to_state()}
@@ -291,7 +304,8 @@ class Pipeline:
   """A phase's input: `iter(pipeline)` gives a fresh `PipelineIterator` (restore it with `set_state`)."""
 
   def __init__(self, sources: Sequence[MixSource], tokenizer: Tokenizer, model: NanoEmoXConfig,
-               config: PipelineConfig, shard: grain.sharding.ShardOptions | None = None):
+               config: PipelineConfig, shard: grain.sharding.ShardOptions | None = None,
+               features: FeatureCache | None = None):
     if (model.num_frames, model.num_audio_clips) != (media.FRAMES, media.CLIPS):
       raise ValueError(f"model wants {model.num_frames} frames / {model.num_audio_clips} audio clips; the media "
                        f"decoder gives {media.FRAMES} / {media.CLIPS}")
@@ -305,27 +319,34 @@ class Pipeline:
       ds = mixture(sources, config.seed, config.window)
     else:
       ds = grain.MapDataset.concatenate(_tagged(sources))
-    ds = ds.map_with_index(_Sample(tokenizer, counts, config, model.face_input))[shard.shard_index::shard.shard_count]
+    if features is not None and (missing := {media_key(r) for s in sources for r in s.records} - set(features.index)):
+      raise ValueError(f"the feature cache lacks {len(missing)} media item(s) of the sources, e.g. {min(missing, key=str)}")
+    status = None if features is None else features.status
+    sample = _Sample(tokenizer, counts, config, model.face_input, status)
+    ds = ds.map_with_index(sample)[shard.shard_index::shard.shard_count]
     self.elements = ds.to_iter_dataset(grain.ReadOptions(num_threads=config.read_threads,
                                                          prefetch_buffer_size=config.read_buffer)).mp_prefetch(
         grain.MultiprocessingOptions(num_workers=config.workers, per_worker_buffer_size=config.worker_buffer))
     self.names, self.config, self.pad_id = [s.name for s in sources], config, tokenizer.pad_id
-    self.placeholder_counts = model.placeholder_counts
+    self.placeholder_counts, self.features = model.placeholder_counts, features
 
   def __iter__(self) -> PipelineIterator:
-    return PipelineIterator(iter(self.elements), self.names, self.config, self.pad_id, self.placeholder_counts)
+    return PipelineIterator(iter(self.elements), self.names, self.config, self.pad_id, self.placeholder_counts,
+                            self.features)
 
 
 def build(manifests: Mapping[str, str | Path | Sequence[Record]], tokenizer: Tokenizer, model: NanoEmoXConfig,
           config: PipelineConfig, weights: Mapping[str, float] | None = None,
           subsample: Mapping[str, float] | None = None, task_weights: Mapping[str, float] | None = None,
-          shard: grain.sharding.ShardOptions | None = None) -> Pipeline:
+          shard: grain.sharding.ShardOptions | None = None, features: FeatureCache | None = None) -> Pipeline:
   """A phase's pipeline from config values: one source per named manifest, mixed by `weights[name]`
   (default 1 each) after the one-time `subsample[name]` fraction; with `task_weights` (phase 3:
-  `PHASE3_TASK_WEIGHTS`) the records are pooled and mixed per task instead."""
+  `PHASE3_TASK_WEIGHTS`) the records are pooled and mixed per task instead. With `features` (see
+  `data.features.build_cache`) batches carry cached tower features instead of decoded media."""
   for what, keys in (("weights", weights), ("subsample", subsample)):
     if unknown := set(keys or ()) - set(manifests):
       raise ValueError(f"{what} names {sorted(unknown)}, which are not among the manifests {sorted(manifests)}")
   sources = [load_source(name, m, (weights or {}).get(name, 1.0), (subsample or {}).get(name), config.seed)
              for name, m in manifests.items()]
-  return Pipeline(by_task(sources, task_weights) if task_weights else sources, tokenizer, model, config, shard)
+  return Pipeline(by_task(sources, task_weights) if task_weights else sources, tokenizer, model, config, shard,
+                  features)

@@ -120,22 +120,33 @@ class NanoEmoXConfig:
     return dict(v for k, v in counts.items() if k in self.modalities)
 
 
+class TowerFeatures(NamedTuple):
+  frames: jax.Array  # [B, T, Dv] CLS of hidden_states[visual_layer]
+  audio: jax.Array  # [B, C, Da] mean of the last hidden states, time-mean per clip
+  faces: jax.Array  # [B, T, 256] pooled FaceXFormer vectors
+  visual_multi: jax.Array  # [B, E, T, Dv] CLS of each expert's vision layer
+  audio_multi: jax.Array  # [B, E, C, Da] time-mean of each expert's speech layer
+
+
 class Batch(NamedTuple):
   """One training / inference batch (numpy or jax arrays).
 
   input_ids, attention_mask, labels: int32 [B, S] (labels = IGNORE where no loss; unshifted);
   frames: float32 [B, T, 3, 224, 224] (CLIP-normalised); faces: float32 [B, T, 3, 224, 224];
   audio: float32 [B, C, 32000] (16 kHz); has_video, has_audio: bool [B] (False: modality missing).
+  features: the frozen towers' outputs for these media (`data.features` caches them); when given, the
+  towers are not run and frames, faces and audio are None.
   """
 
   input_ids: jax.Array
   attention_mask: jax.Array
   labels: jax.Array
-  frames: jax.Array
-  faces: jax.Array
-  audio: jax.Array
+  frames: jax.Array | None
+  faces: jax.Array | None
+  audio: jax.Array | None
   has_video: jax.Array
   has_audio: jax.Array
+  features: TowerFeatures | None = None
 
 
 class Output(NamedTuple):
@@ -182,14 +193,6 @@ class AttentionFusion(nnx.Module):
     v, a = self.multi_video_embs(video.mean(axis=1)), self.multi_audio_embs(audio.mean(axis=1))  # [B, W]
     weights = self.fc_att(self.attention_mlp(jnp.concatenate([v, a], axis=-1)))  # [B, 2]
     return self.llm_proj(weights[:, :1] * v + weights[:, 1:] * a)[:, None, :]
-
-
-class TowerFeatures(NamedTuple):
-  frames: jax.Array  # [B, T, Dv] CLS of hidden_states[visual_layer]
-  audio: jax.Array  # [B, C, Da] mean of the last hidden states, time-mean per clip
-  faces: jax.Array  # [B, T, 256] pooled FaceXFormer vectors
-  visual_multi: jax.Array  # [B, E, T, Dv] CLS of each expert's vision layer
-  audio_multi: jax.Array  # [B, E, C, Da] time-mean of each expert's speech layer
 
 
 class NanoEmoX(nnx.Module):
@@ -292,7 +295,8 @@ class NanoEmoX(nnx.Module):
 
   def hidden_states(self, batch: Batch) -> tuple[jax.Array, jax.Array | None]:
     """The LM's final hidden states [B, S, D] (normed) and the fusion gate weights [B, E] (None without fusion)."""
-    feats = self.tower_features(batch.frames, batch.faces, batch.audio)
+    feats = batch.features if batch.features is not None else self.tower_features(batch.frames, batch.faces,
+                                                                                   batch.audio)
     tokens, gate = self.branch_tokens(feats)
     embeds = self.embed_inputs(batch.input_ids, tokens, self.present(batch.has_video, batch.has_audio))
     hidden, _ = self.llm.hidden_states(None, batch.attention_mask, inputs_embeds=embeds)

@@ -29,6 +29,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from nanoemox_jax.data import pipeline
+from nanoemox_jax.data.features import build_cache
 from nanoemox_jax.data.manifest import read_jsonl
 from nanoemox_jax.data.tokenizer import Tokenizer
 from nanoemox_jax.evaluate.classification import chance, extract_label, scores
@@ -208,10 +209,16 @@ def run_phase(c: ml_collections.ConfigDict, workdir: str | Path, resume: bool = 
   if b % jax.process_count():
     raise ValueError(f"data.batch_size={b} is not divisible by the {jax.process_count()} processes")
   multi = jax.process_count() > 1  # every process must pad to the same length: one bucket
+  features = None
+  if c.data.cache_features:
+    if multi:
+      raise ValueError("data.cache_features: multi-process runs decode media in the pipeline; set it to False")
+    records = [r for path in paths["manifests"].values() for r in read_jsonl(path)]
+    features = build_cache(model, records, batch_size=c.eval_batch_size, workers=c.data.workers)
   pipe = pipeline.build({n: p for n, p in paths["manifests"].items()}, tokenizer, model.config, pipeline.PipelineConfig(
       batch_size=k * b // jax.process_count(), buckets=tuple(c.data.buckets)[-1:] if multi else tuple(c.data.buckets),
       seed=c.seed, workers=c.data.workers, media_failure=c.data.media_failure),
-      task_weights=pipeline.PHASE3_TASK_WEIGHTS if c.data.task_weights else None)
+      task_weights=pipeline.PHASE3_TASK_WEIGHTS if c.data.task_weights else None, features=features)
   data = iter(pipe)
   start = 0
   restored = ckpt.restore(model, optimizer) if resume else None
@@ -233,7 +240,7 @@ def run_phase(c: ml_collections.ConfigDict, workdir: str | Path, resume: bool = 
     with _stop_requests() as stop:
       for step in range(start + 1, total + 1):
         batches = stack(next(data), k)
-        num_targets = num_targets_for(batches.labels)
+        num_targets = num_targets_for(batches.labels, c.data.min_targets)
         if multi:  # a static argument: the same on every process
           num_targets = int(multihost_utils.process_allgather(np.int32(num_targets)).max())
         device_metrics = step_fn(model, optimizer, mesh_lib.shard_batch(batches, mesh), num_targets)
