@@ -109,6 +109,38 @@ def test_killed_run_resumes_exactly(assets, tmp_path):
   assert list((work / "phase1a" / "tensorboard").iterdir())
 
 
+def test_held_out_scores_and_a_resume_after_the_last_update(assets, tmp_path):
+  args = flags(assets) + ["--config.optim.steps=2", "--config.evaluate=True", "--config.eval_max_new_tokens=4"]
+  first = train(tmp_path, args)
+  assert first.returncode == 0, first.stdout + first.stderr
+  results = json.loads((tmp_path / "phase1a" / "results.json").read_text())
+  assert results["held_out"]["cremad_test"]["n"] > 0
+  (tmp_path / "phase1a" / "results.json").unlink()  # as if stopped while scoring
+  again = train(tmp_path, args, "--resume")
+  assert again.returncode == 0, again.stdout + again.stderr
+  assert json.loads((tmp_path / "phase1a" / "results.json").read_text())["held_out"] == results["held_out"]
+
+
+def test_held_out_scoring_counts_classification_tasks_only(assets, tmp_path):
+  """ERI descriptions and ERG replies are free text: the held-out table scores MER / OV-MER / MIR records."""
+  import collections
+
+  from nanoemox_jax.data.manifest import read_jsonl, write_jsonl
+  from nanoemox_jax.model import nanoemox
+  from nanoemox_jax.train.loop import evaluate
+
+  mer = assets["manifests"] / "mercaptionplus_test.jsonl"
+  records = read_jsonl(mer) + read_jsonl(assets["manifests"] / "mintrec_test.jsonl")
+  write_jsonl(records, tmp_path / "mixed.jsonl")
+  out = evaluate(nanoemox.load(assets["model"]), Tokenizer(TOKENIZER), {"mixed": tmp_path / "mixed.jsonl", "mer": mer},
+                 batch_size=4, max_new_tokens=4)
+  tasks = collections.Counter(r.task for r in records)
+  assert tasks["eri"] > 0 and set(out) == {"mixed:ovmer", "mixed:mir", "mer"}
+  assert out["mer"]["n"] == out["mixed:ovmer"]["n"] == tasks["ovmer"] and out["mixed:mir"]["n"] == tasks["mir"]
+  truth = collections.Counter(r.labels[0] for r in records if r.task == "ovmer")
+  assert out["mer"]["chance"] == pytest.approx(max(truth.values()) / tasks["ovmer"])
+
+
 def test_existing_run_needs_resume(assets, tmp_path):
   args = flags(assets) + ["--config.optim.steps=2"]
   assert train(tmp_path, args).returncode == 0

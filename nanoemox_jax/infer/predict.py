@@ -67,8 +67,7 @@ def _embeddings(graphdef: nnx.GraphDef, state: nnx.State, batch: Batch) -> tuple
   the fusion gate weights [B, E] (None without gated fusion)."""
   model = nnx.merge(graphdef, state)
   model.eval()  # a local copy: dropout off, the caller's module is untouched
-  tokens, gates = model.branch_tokens(model.tower_features(batch.frames, batch.faces, batch.audio))
-  return model.embed_inputs(batch.input_ids, tokens, model.present(batch.has_video, batch.has_audio)), gates
+  return model.input_embeddings(batch)
 
 
 def _left_padded(batch: Batch, size: int) -> Batch:
@@ -78,10 +77,9 @@ def _left_padded(batch: Batch, size: int) -> Batch:
   rows = np.concatenate([np.arange(n), np.zeros(size - n, int)])
   shift = t - batch.attention_mask.sum(axis=1)  # [n] padding per row
   cols = (np.arange(t) - shift[:, None]) % t  # [n, T]: each row rolled right by its padding
-  fields = {name: x[rows] for name, x in batch._asdict().items()}
-  for name in ("input_ids", "attention_mask", "labels"):
-    fields[name] = np.take_along_axis(fields[name], cols[rows], axis=1)
-  return Batch(**fields)
+  batch = jax.tree.map(lambda x: x[rows], batch)
+  return batch._replace(**{name: np.take_along_axis(getattr(batch, name), cols[rows], axis=1)
+                           for name in ("input_ids", "attention_mask", "labels")})
 
 
 def gate_names(cfg: NanoEmoXConfig) -> tuple[str, ...] | None:

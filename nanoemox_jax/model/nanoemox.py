@@ -293,12 +293,17 @@ class NanoEmoX(nnx.Module):
       x = jnp.where(is_slot[..., None], value, x)
     return x
 
-  def hidden_states(self, batch: Batch) -> tuple[jax.Array, jax.Array | None]:
-    """The LM's final hidden states [B, S, D] (normed) and the fusion gate weights [B, E] (None without fusion)."""
+  def input_embeddings(self, batch: Batch) -> tuple[jax.Array, jax.Array | None]:
+    """The LM's input embeddings [B, S, L] (branch tokens spliced in; the towers run unless `batch.features`
+    is given) and the fusion gate weights [B, E] (None without fusion)."""
     feats = batch.features if batch.features is not None else self.tower_features(batch.frames, batch.faces,
                                                                                    batch.audio)
     tokens, gate = self.branch_tokens(feats)
-    embeds = self.embed_inputs(batch.input_ids, tokens, self.present(batch.has_video, batch.has_audio))
+    return self.embed_inputs(batch.input_ids, tokens, self.present(batch.has_video, batch.has_audio)), gate
+
+  def hidden_states(self, batch: Batch) -> tuple[jax.Array, jax.Array | None]:
+    """The LM's final hidden states [B, S, D] (normed) and the fusion gate weights [B, E] (None without fusion)."""
+    embeds, gate = self.input_embeddings(batch)
     hidden, _ = self.llm.hidden_states(None, batch.attention_mask, inputs_embeds=embeds)
     return hidden, gate
 

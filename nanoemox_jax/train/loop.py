@@ -158,10 +158,15 @@ def stack(batch: Batch, k: int) -> Batch:
   return jax.tree.map(lambda x: x.reshape((k, x.shape[0] // k) + x.shape[1:]), batch)
 
 
+CLASSIFICATION_TASKS = ("mer", "ovmer", "msa", "mir", "erg_emotion")  # answers that name a label
+
+
 def evaluate(model: NanoEmoX, tokenizer: Tokenizer, manifests: Mapping[str, Path], batch_size: int,
              max_new_tokens: int) -> dict[str, dict[str, float]]:
-  """Held-out scores per manifest: accuracy and weighted F1 of the label named by each answer
-  (`evaluate.classification`), against the chance rate; records without labels are left out.
+  """Held-out scores per manifest and classification task: accuracy and weighted F1 of the label named by
+  each answer (`evaluate.classification`), against the chance rate. Keys are manifest names, `name:task`
+  where a manifest holds several such tasks. Records without labels, and free-text tasks (ERI descriptions,
+  ERG replies, scored with a judge by `nanoemox_jax.evaluate`), are left out.
 
   MER items with candidates are asked the closed-set question they were trained with (`templates.question`
   asks held-out MER items the open-vocabulary one, the benchmarks' zero-shot protocol, whose words need the
@@ -169,17 +174,19 @@ def evaluate(model: NanoEmoX, tokenizer: Tokenizer, manifests: Mapping[str, Path
   """
   out = {}
   for name, path in manifests.items():
-    records = [dataclasses.replace(r, split="train") if r.task == "mer" and r.candidates else r
-               for r in read_jsonl(path) if r.labels]
-    if not records:
-      continue
-    preds = predict(model, tokenizer, records, batch_size=batch_size, max_new_tokens=max_new_tokens)
-    vocabulary = sorted({label for r in records for label in (*r.labels, *r.candidates)})
-    truth = [r.labels[0] for r in records]
-    named = [extract_label(p.text, vocabulary) for p in preds]
-    s = scores(named, truth)
-    out[name] = {"task": records[0].task, "n": len(records), "accuracy": s["accuracy"],
-                 "weighted_f1": s["weighted_f1"], "chance": chance(truth), "example": preds[0].text}
+    by_task: dict[str, list] = {}
+    for r in read_jsonl(path):
+      if r.labels and r.task in CLASSIFICATION_TASKS:
+        by_task.setdefault(r.task, []).append(dataclasses.replace(r, split="train") if r.task == "mer" and
+                                              r.candidates else r)
+    for task, records in by_task.items():
+      preds = predict(model, tokenizer, records, batch_size=batch_size, max_new_tokens=max_new_tokens)
+      vocabulary = sorted({label for r in records for label in (*r.labels, *r.candidates)})
+      truth = [r.labels[0] for r in records]
+      s = scores([extract_label(p.text, vocabulary) for p in preds], truth)
+      out[name if len(by_task) == 1 else f"{name}:{task}"] = {
+          "task": task, "n": len(records), "accuracy": s["accuracy"], "weighted_f1": s["weighted_f1"],
+          "chance": chance(truth), "example": preds[0].text}
   return out
 
 
@@ -260,7 +267,8 @@ def run_phase(c: ml_collections.ConfigDict, workdir: str | Path, resume: bool = 
           raise Interrupted(stop[0], step, ckpt.directory)
         if step % c.checkpoint_every == 0 and step < total:
           ckpt.save(step, model, optimizer, data.get_state(), meta)
-    ckpt.save(total, model, optimizer, data.get_state(), meta | {"done": True})
+    if start < total:  # else a run stopped after its last update (e.g. in the held-out scoring): nothing new
+      ckpt.save(total, model, optimizer, data.get_state(), meta | {"done": True})
     ckpt.wait()
   finally:
     telemetry.close()
