@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
   report("lm_generate", rows, dict(batch=args.batch, prompt=args.prompt, new=args.new, hf_tok_s=tokens / t_hf,
                                    ours_tok_s=tokens / t_ours, speedup=t_hf / t_ours, identical=same,
                                    bandwidth_gbs=bandwidth / 1e9,
-                                   decode={str(n): dict(step_ms=s * 1e3, bound_ms=b * 1e3) for n, (s, b) in steps.items()}))
+                                   decode={str(n): dict(step_ms=s * 1e3, bound_ms=b * 1e3)
+                                           for n, (s, b) in steps.items()}))
 
 if __name__ == "__main__":
   main()

@@ -69,7 +69,8 @@ def phase(name: str) -> ml_collections.ConfigDict:
   c.data.workers = 2
   c.data.media_failure = "mask"
   # Run the frozen towers once per distinct media item before the phase and train on their cached outputs
-  # (`data.features`): host memory 135 KB per item with the full towers in bf16; one process only.
+  # (`data.features`): host memory 135 KB per item with the full towers in bf16; ignored (logged) with
+  # several processes.
   c.data.cache_features = False
 
   c.optim = ml_collections.ConfigDict()

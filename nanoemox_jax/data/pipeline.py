@@ -320,7 +320,8 @@ class Pipeline:
     else:
       ds = grain.MapDataset.concatenate(_tagged(sources))
     if features is not None and (missing := {media_key(r) for s in sources for r in s.records} - set(features.index)):
-      raise ValueError(f"the feature cache lacks {len(missing)} media item(s) of the sources, e.g. {min(missing, key=str)}")
+      raise ValueError(f"the feature cache lacks {len(missing)} media item(s) of the sources, e.g. "
+                       f"{min(missing, key=str)}")
     status = None if features is None else features.status
     sample = _Sample(tokenizer, counts, config, model.face_input, status)
     ds = ds.map_with_index(sample)[shard.shard_index::shard.shard_count]

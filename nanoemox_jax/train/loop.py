@@ -217,9 +217,10 @@ def run_phase(c: ml_collections.ConfigDict, workdir: str | Path, resume: bool = 
     raise ValueError(f"data.batch_size={b} is not divisible by the {jax.process_count()} processes")
   multi = jax.process_count() > 1  # every process must pad to the same length: one bucket
   features = None
-  if c.data.cache_features:
-    if multi:
-      raise ValueError("data.cache_features: multi-process runs decode media in the pipeline; set it to False")
+  if c.data.cache_features and multi:
+    log.warning("%s: data.cache_features is for one process; %d processes decode media in the pipeline", c.name,
+                jax.process_count())
+  elif c.data.cache_features:
     records = [r for path in paths["manifests"].values() for r in read_jsonl(path)]
     features = build_cache(model, records, batch_size=c.eval_batch_size, workers=c.data.workers)
   pipe = pipeline.build({n: p for n, p in paths["manifests"].items()}, tokenizer, model.config, pipeline.PipelineConfig(
