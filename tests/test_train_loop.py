@@ -110,12 +110,14 @@ def test_killed_run_resumes_exactly(assets, tmp_path):
   assert list((work / "phase1a" / "tensorboard").iterdir())
 
 
-def test_held_out_scores_and_a_resume_after_the_last_update(assets, tmp_path):
+def test_held_out_scores_resume_after_the_last_update_and_existing_runs_need_resume(assets, tmp_path):
   args = flags(assets) + ["--config.optim.steps=2", "--config.evaluate=True", "--config.eval_max_new_tokens=4"]
   first = train(tmp_path, args)
   assert first.returncode == 0, first.stdout + first.stderr
   results = json.loads((tmp_path / "phase1a" / "results.json").read_text())
   assert results["held_out"]["cremad_test"]["n"] > 0
+  refused = train(tmp_path, args)  # an existing run needs --resume
+  assert refused.returncode == 2 and "--resume" in refused.stderr
   (tmp_path / "phase1a" / "results.json").unlink()  # as if stopped while scoring
   again = train(tmp_path, args, "--resume")
   assert again.returncode == 0, again.stdout + again.stderr
@@ -140,13 +142,6 @@ def test_held_out_scoring_counts_classification_tasks_only(assets, tmp_path):
   assert out["mer"]["n"] == out["mixed:ovmer"]["n"] == tasks["ovmer"] and out["mixed:mir"]["n"] == tasks["mir"]
   truth = collections.Counter(r.labels[0] for r in records if r.task == "ovmer")
   assert out["mer"]["chance"] == pytest.approx(max(truth.values()) / tasks["ovmer"])
-
-
-def test_existing_run_needs_resume(assets, tmp_path):
-  args = flags(assets) + ["--config.optim.steps=2"]
-  assert train(tmp_path, args).returncode == 0
-  again = train(tmp_path, args)
-  assert again.returncode == 2 and "--resume" in again.stderr
 
 
 @pytest.mark.slow
