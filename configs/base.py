@@ -62,10 +62,6 @@ def phase(name: str) -> ml_collections.ConfigDict:
   c.data.batch_size = 3  # per micro-batch, global
   c.data.accumulation = 4  # micro-batches per optimizer update
   c.data.buckets = (512, 768, 1024)
-  # Logits are computed at each row's labelled positions only, padded to a power of two >= this (a static
-  # shape: each distinct value compiles once). Raise it to the phase's longest answer to compile one program
-  # per bucket.
-  c.data.min_targets = 16
   c.data.workers = 2
   c.data.media_failure = "mask"
   # Run the frozen towers once per distinct media item before the phase and train on their cached outputs

@@ -9,16 +9,19 @@ import json
 from pathlib import Path
 
 import grain
+import jax
 import numpy as np
 import pytest
 import soundfile
+from flax import nnx
 
 from configs import model as presets
-from nanoemox_jax.data import pipeline, templates
+from nanoemox_jax.data import media, pipeline, templates
+from nanoemox_jax.data.features import build_cache, media_key
 from nanoemox_jax.data.manifest import Record, Turn, write_jsonl
 from nanoemox_jax.data.pipeline import MixSource, Pipeline, PipelineConfig
 from nanoemox_jax.data.tokenizer import PLACEHOLDERS, Tokenizer
-from nanoemox_jax.model.nanoemox import IGNORE, Batch, check_placeholders
+from nanoemox_jax.model.nanoemox import IGNORE, Batch, NanoEmoX, check_placeholders
 from tests.test_media import tone, write_av, write_cv2_video
 
 FOLDER = Path(__file__).resolve().parents[2] / "shared" / "data" / "qwen2_tokenizer"
@@ -301,19 +304,10 @@ def test_worker_processes_give_the_in_process_sequence_and_restore(tok, clips):
 
 @pytest.fixture(scope="module")
 def tiny_model():
-  from flax import nnx
-
-  from nanoemox_jax.model.nanoemox import NanoEmoX
-
   return NanoEmoX(TINY, rngs=nnx.Rngs(0))
 
 
 def test_feature_cache_holds_the_towers_outputs_and_the_decoder_status(tiny_model, clips):
-  import jax
-
-  from nanoemox_jax.data import media
-  from nanoemox_jax.data.features import build_cache, media_key
-
   records = media_records(clips) + [rec("mir", 99, subtitle="text only", candidates=("thank",))]
   cache = build_cache(tiny_model, records + records[:2], batch_size=3)  # 9 distinct items: a padded last batch
   assert len(cache.index) == len(records) == cache.features.frames.shape[0]
@@ -330,8 +324,6 @@ def test_feature_cache_holds_the_towers_outputs_and_the_decoder_status(tiny_mode
 
 @pytest.mark.parametrize("mode", ["mask", "skip"])
 def test_cached_pipeline_gives_the_decoding_pipeline_batches(tiny_model, tok, clips, mode):
-  from nanoemox_jax.data.features import build_cache, media_key
-
   records = media_records(clips)
   source = MixSource("media", tuple(records))
   config = PipelineConfig(batch_size=2, buckets=(256,), seed=7, media_failure=mode)
@@ -352,8 +344,6 @@ def test_cached_pipeline_gives_the_decoding_pipeline_batches(tiny_model, tok, cl
 
 
 def test_a_cache_without_some_media_is_refused(tiny_model, tok, clips):
-  from nanoemox_jax.data.features import build_cache
-
   records = media_records(clips)
   cache = build_cache(tiny_model, records[:3], batch_size=4)
   with pytest.raises(ValueError, match="lacks 5 media item"):

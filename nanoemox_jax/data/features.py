@@ -14,6 +14,7 @@ for the full model 135 KB per item in bf16 (frames and audio [8, 1024], faces [8
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -47,10 +48,14 @@ class MediaStatus:
 
 @dataclasses.dataclass(frozen=True)
 class FeatureCache:
-  """Tower features of distinct media pairs: `features` leaves have a leading [N] axis, row `index[key]`."""
-  index: dict[MediaKey, int]
+  """Tower features of distinct media pairs: `features` leaves have a leading [N] axis, one row per `status`
+  key, in its order."""
   status: dict[MediaKey, MediaStatus]
   features: TowerFeatures
+
+  @functools.cached_property
+  def index(self) -> dict[MediaKey, int]:
+    return {k: i for i, k in enumerate(self.status)}
 
   def gather(self, keys: Sequence[MediaKey]) -> TowerFeatures:
     """[B, ...] features of `keys` (numpy)."""
@@ -67,10 +72,6 @@ def _towers(model: NanoEmoX, frames: jax.Array, faces: jax.Array, audio: jax.Arr
   return model.tower_features(frames, faces, audio)
 
 
-def _decode(key: MediaKey, face_input: str) -> media.Decoded:
-  return media.decode_sample(key[0], key[1], face_input)
-
-
 def build_cache(model: NanoEmoX, records: Sequence[Record], batch_size: int = 8, workers: int = 0) -> FeatureCache:
   """Decodes the distinct media pairs of `records` and runs `model`'s frozen towers over them.
 
@@ -84,8 +85,8 @@ def build_cache(model: NanoEmoX, records: Sequence[Record], batch_size: int = 8,
   if workers and not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()  # grain's multiprocessing reads absl flags: outside an absl app, the defaults
   face_input = model.config.face_input
-  decoded = grain.MapDataset.source(keys).map(lambda k: _decode(k, face_input)).to_iter_dataset().mp_prefetch(
-      grain.MultiprocessingOptions(num_workers=workers))
+  decoded = grain.MapDataset.source(keys).map(lambda k: media.decode_sample(*k, face_input))
+  decoded = decoded.to_iter_dataset().mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   status, chunks, pending = {}, [], []
 
   def flush():
@@ -102,8 +103,7 @@ def build_cache(model: NanoEmoX, records: Sequence[Record], batch_size: int = 8,
       flush()
   if pending:
     flush()
-  cache = FeatureCache({k: i for i, k in enumerate(keys)}, status,
-                       jax.tree.map(lambda *xs: np.concatenate(xs), *chunks))
+  cache = FeatureCache(status, jax.tree.map(lambda *xs: np.concatenate(xs), *chunks))
   log.info("feature cache: %d media items, %.1f MB, %.0f s", len(keys), cache.nbytes / 1e6,
            time.perf_counter() - began)
   return cache

@@ -197,20 +197,19 @@ class _Sample:
       return {"source": source, "skip": "too_long", "errors": (f"{record.id}: {e}",)}
     if truncated and cfg.overlong == "skip":
       return {"source": source, "skip": "too_long", "errors": (f"{record.id}: longer than {cfg.buckets[-1]} tokens",)}
-    text = {"source": source, "skip": "", "input_ids": ids, "labels": labels, "truncated": truncated}
-    if self.media_status is not None:  # the main process adds the cached tower features
+    if self.media_status is not None:  # cached tower features: the main process adds them by key
       key = media_key(record)
       s = self.media_status[key]
-      if s.errors and cfg.media_failure == "skip":
-        return {"source": source, "skip": "media", "errors": s.errors}
-      return text | {"errors": s.errors, "media_key": key, "has_video": s.has_video, "has_audio": s.has_audio}
-    d = media.decode_sample(record.video, record.audio, self.face_input)
-    if d.errors and cfg.media_failure == "skip":
-      return {"source": source, "skip": "media", "errors": d.errors}
-    # Contiguous arrays travel to the main process through shared memory; others are pickled through a pipe.
-    frames, faces, audio = (np.ascontiguousarray(a) for a in (d.frames, d.faces, d.audio))
-    return text | {"errors": d.errors, "frames": frames, "faces": faces, "audio": audio,
-                   "has_video": d.video_mask, "has_audio": d.audio_mask}
+      errors, present, arrays = s.errors, (s.has_video, s.has_audio), {"media_key": key}
+    else:
+      d = media.decode_sample(record.video, record.audio, self.face_input)
+      errors, present = d.errors, (d.video_mask, d.audio_mask)
+      # Contiguous arrays travel to the main process through shared memory; others are pickled through a pipe.
+      arrays = {name: np.ascontiguousarray(getattr(d, name)) for name in ("frames", "faces", "audio")}
+    if errors and cfg.media_failure == "skip":
+      return {"source": source, "skip": "media", "errors": errors}
+    return {"source": source, "skip": "", "errors": errors, "input_ids": ids, "labels": labels, "truncated": truncated,
+            "has_video": present[0], "has_audio": present[1], **arrays}
 
 
 @dataclasses.dataclass

@@ -248,7 +248,7 @@ def run_phase(c: ml_collections.ConfigDict, workdir: str | Path, resume: bool = 
     with _stop_requests() as stop:
       for step in range(start + 1, total + 1):
         batches = stack(next(data), k)
-        num_targets = num_targets_for(batches.labels, c.data.min_targets)
+        num_targets = num_targets_for(batches.labels)
         if multi:  # a static argument: the same on every process
           num_targets = int(multihost_utils.process_allgather(np.int32(num_targets)).max())
         device_metrics = step_fn(model, optimizer, mesh_lib.shard_batch(batches, mesh), num_targets)
