@@ -17,7 +17,7 @@ $(VENV)/.test: $(VENV)/.base
 	touch $@
 
 demo: $(VENV)/.base
-	$(PY) -m nanoemox_jax.train --config configs/p2e.py:demo --workdir demo_out --resume
+	$(PY) -m nanoemox_jax.demo --workdir demo_out
 
 test: $(VENV)/.test
 	$(PY) -m pytest -m "not slow"

@@ -2,7 +2,7 @@
 
     python -m benchmarks.data_pipeline [--workers 0 1 2] [--batches 6] [--face-input crop]
 
-Media: the synthetic demo corpus (`nanoemox_jax.data.demo`, MER-Caption+-like set: 112x112 mpeg4
+Media: the synthetic demo corpus (`nanoemox_jax.demo.corpus`, MER-Caption+-like set: 112x112 mpeg4
 at 8 fps, 2-2.5 s, separate 16 kHz wav) written to a temp folder; the tiny model preset's layout.
 """
 
@@ -12,15 +12,15 @@ import argparse
 import dataclasses
 import tempfile
 import time
-from pathlib import Path
 
 from benchmarks.common import report
-from configs.model import tiny
-from nanoemox_jax.data import demo, pipeline
+from nanoemox_jax.model.presets import tiny
+from nanoemox_jax.data import pipeline
+from nanoemox_jax.demo import corpus as demo
 from nanoemox_jax.data.sources import read_source
-from nanoemox_jax.data.tokenizer import Tokenizer
+from nanoemox_jax.data.tokenizer import BUNDLED, Tokenizer
 
-TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "data" / "qwen2_tokenizer"
+TOKENIZER = BUNDLED  # the Qwen2 tokenizer files shipped with the package
 
 
 def samples_per_second(records, tok: Tokenizer, face_input: str, workers: int, batches: int,

@@ -33,7 +33,8 @@ from benchmarks.common import best_time, report
 from converters.clip import convert_clip
 from converters.facexformer import convert_facexformer
 from converters.hubert import convert_hubert
-from nanoemox_jax.model import clip_vision, face, hubert
+from nanoemox_jax.checkpoints.parts import load_part
+from nanoemox_jax.model import hubert
 from tests.official_refs import TorchFaceXFormer
 
 CLIP = {"full": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
@@ -88,7 +89,7 @@ def bench_clip(size: str, frames: int, repeats: int, tmp: Path) -> dict:
   hf = transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**CLIP[size])).eval()
   hf.save_pretrained(tmp / "clip_hf")
   convert_clip(tmp / "clip_hf", tmp / "clip_jax")
-  model = clip_vision.load(tmp / "clip_jax")
+  model = load_part("clip", tmp / "clip_jax")
   image = CLIP[size]["image_size"]
   px = np.random.RandomState(0).randn(frames, 3, image, image).astype(np.float32)
   px_t, px_j = torch.tensor(px), jnp.asarray(px)
@@ -112,7 +113,7 @@ def bench_hubert(size: str, clips: int, samples: int, repeats: int, tmp: Path) -
   hf = transformers.HubertModel(transformers.HubertConfig(**HUBERT[size])).eval()
   hf.save_pretrained(tmp / "hubert_hf")
   convert_hubert(tmp / "hubert_hf", tmp / "hubert_jax")
-  model = hubert.load(tmp / "hubert_jax")
+  model = load_part("hubert", tmp / "hubert_jax")
   raw = (0.1 * np.random.RandomState(1).randn(clips, samples)).astype(np.float32)
   wav = np.asarray(hubert.normalize_waveform(raw))  # what the feature extractor gives both sides, outside timing
   wav_t, wav_j = torch.tensor(wav), jnp.asarray(wav)
@@ -141,7 +142,7 @@ def bench_face(size: str, frames: int, repeats: int, tmp: Path) -> dict:
   del tv
   torch.save({"state_dict_backbone": ref.state_dict()}, tmp / "model.pt")
   convert_facexformer(tmp / "model.pt", tmp / "face_jax")
-  model = face.load(tmp / "face_jax")
+  model = load_part("face", tmp / "face_jax")
   px = np.random.RandomState(2).randn(frames, 3, 224, 224).astype(np.float32)
   px_t, px_j = torch.tensor(px), jnp.asarray(px)
   ours, compile_s = compiled_forward(model, lambda m, x: m(x), px_j)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from benchmarks.common import best_time, machine, report
 from benchmarks.phase_step import model_flops, time_steps
 from configs.base import PAPER
-from configs.model import get
+from nanoemox_jax.model.presets import get
 
 PAPER_HOURS = 32.0  # Nano-EmoX's full P2E on one RTX 4090
 SCHEDULE = ("1a", "1b", "2", "3")

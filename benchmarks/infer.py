@@ -21,8 +21,10 @@ from flax import nnx
 
 from benchmarks.common import best_time, report
 from configs.base import SHARED
-from configs.model import get
-from nanoemox_jax.data import demo, media
+from nanoemox_jax.checkpoints import parts
+from nanoemox_jax.model.presets import get
+from nanoemox_jax.data import media
+from nanoemox_jax.demo import corpus as demo
 from nanoemox_jax.data.sources import read_source
 from nanoemox_jax.data.tokenizer import Tokenizer
 from nanoemox_jax.infer.predict import generate_tokens
@@ -33,7 +35,7 @@ DATASETS = ("cremad", "caer", "mintrec", "mercaptionplus")
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--preset", default="demo", help="model preset (configs/model.py) for random weights")
+  parser.add_argument("--preset", default="demo", help="model preset (nanoemox_jax/model/presets.py) for random weights")
   parser.add_argument("--checkpoint", help="a nanoemox.load folder instead of the random preset")
   parser.add_argument("--tokenizer", default=str(SHARED / "qwen2_tokenizer"))
   parser.add_argument("--records", type=int, default=16)
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     pools = [read_source(d, corpus[d]["test"][0], "test", corpus[d]["test"][1])[0] for d in DATASETS]
     records = [pool[i] for i in range(args.records) for pool in pools if i < len(pool)][:args.records]
     if args.checkpoint:
-      model, label = nanoemox.load(args.checkpoint), args.checkpoint
+      model, label = parts.load(args.checkpoint), args.checkpoint
     else:
       model, label = nanoemox.NanoEmoX(get(args.preset), rngs=nnx.Rngs(0)), f"{args.preset} preset, random weights"
     model.eval()

@@ -22,8 +22,8 @@ import transformers
 
 from benchmarks.common import best_time, memory_bandwidth, report
 from converters.qwen2 import convert_qwen2
+from nanoemox_jax.checkpoints.parts import load_part
 from nanoemox_jax.infer.generate import bucket, generate
-from nanoemox_jax.model import qwen2
 
 BENCH_CONFIG = dict(vocab_size=151936, hidden_size=512, intermediate_size=1408, num_hidden_layers=8,
                     num_attention_heads=8, num_key_value_heads=2, tie_word_embeddings=True,
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
   with tempfile.TemporaryDirectory() as tmp:
     hf.save_pretrained(Path(tmp) / "hf")
     convert_qwen2(Path(tmp) / "hf", Path(tmp) / "jax")
-    model = qwen2.load(Path(tmp) / "jax")
+    model = load_part("llm", Path(tmp) / "jax")
   ids = np.random.RandomState(0).randint(0, BENCH_CONFIG["vocab_size"], (args.batch, args.prompt))
   mask = np.ones_like(ids)
 

@@ -28,6 +28,7 @@ from flax import nnx
 from benchmarks.common import best_time, report
 from benchmarks.lm_generate import BENCH_CONFIG
 from converters.qwen2 import convert_qwen2
+from nanoemox_jax.checkpoints.parts import load_part
 from nanoemox_jax.model import qwen2
 from nanoemox_jax.model.lora import LoRAConfig, apply_lora
 from nanoemox_jax.model.nanoemox import IGNORE, labelled_positions, token_nll
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
   with tempfile.TemporaryDirectory() as tmp:
     hf.save_pretrained(Path(tmp) / "hf")
     convert_qwen2(Path(tmp) / "hf", Path(tmp) / "jax")
-    model = qwen2.load(Path(tmp) / "jax")
+    model = load_part("llm", Path(tmp) / "jax")
   apply_lora(model, LoRAConfig(rank=args.rank, alpha=args.alpha), rngs=nnx.Rngs(0))
   optimizer = nnx.Optimizer(model, optax.adamw(LR, weight_decay=WEIGHT_DECAY), wrt=nnx.LoRAParam)
   hf = peft.get_peft_model(hf, peft.LoraConfig(r=args.rank, lora_alpha=args.alpha, target_modules=TARGETS,

@@ -20,7 +20,7 @@ from flax import nnx
 
 from benchmarks.common import report
 from benchmarks.phase_step import abstract_batch, abstract_state, lowered_step
-from configs.model import get
+from nanoemox_jax.model.presets import get
 from nanoemox_jax.model.frozen import FrozenParam
 
 GB = 1e9

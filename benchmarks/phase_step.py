@@ -66,7 +66,7 @@ def random_model(cfg: NanoEmoXConfig, dtype=jnp.float32, tower_dtype=None, seed:
 
 
 def optimizer_for(model: NanoEmoX, phase: str) -> nnx.Optimizer:
-  return nnx.Optimizer(model, make_optimizer(OptimConfig(1e-5, total_steps=1000)), wrt=phases.trainable(phase))
+  return nnx.Optimizer(model, make_optimizer(OptimConfig(1e-5, steps=1000)), wrt=phases.trainable(phase))
 
 
 def abstract_state(cfg: NanoEmoXConfig, phase: str, dtype=jnp.float32, tower_dtype=None):

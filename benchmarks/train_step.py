@@ -2,7 +2,7 @@
 
     python -m benchmarks.train_step [--width 128 --llm-layers 4 --batch 3 --accumulation 4 --seq 256]
 
-Every branch of the model at a reduced size (`configs.model._small`: CLIP, HuBERT, Swin, Q-Formers,
+Every branch of the model at a reduced size (`model.presets._small`: CLIP, HuBERT, Swin, Q-Formers,
 fusion, Qwen2 with LoRA; the real 151,936-token vocabulary), random weights, the training loop's step
 (`make_train_step`, AdamW, K micro-batches of b). Variants: remat off/on x fp32 / bf16 (frozen towers and
 LM base stored in bf16 and compute in bf16; trainable parameters fp32). Per variant: compile seconds,
@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from benchmarks.common import report
 from benchmarks.phase_step import time_steps
-from configs.model import _small
+from nanoemox_jax.model.presets import _small
 
 VARIANTS = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))
 

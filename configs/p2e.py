@@ -1,24 +1,18 @@
-"""The whole curriculum: `--config configs/p2e.py` (paper) or `configs/p2e.py:demo`, run by
-`python -m nanoemox_jax.train`. `--config.strategy=` picks the order (DESIGN.md §2):
+"""The whole curriculum: `--config configs/p2e.py[:PRESET]`, run by `python -m nanoemox_jax.train`.
+`--config.strategy=` picks the order (DESIGN.md §2):
 
-  p2e      1a, 1b, 2 (from 1a + 1b), 3 (from 2)      the paper's Progressive Expertise curriculum
+  p2e      1a, 1b, 2 (from 1a + 1b), 3 (from 2)      the paper's Perception-to-Empathy curriculum
   joint    one phase: every task at once (Jo-T), adapters + fusion + LoRA
   reverse  3, 2, 1b, 1a, each from the one before    the ablation of the order
 
-Each phase's settings live under `phases.<folder name>` (`--config.phases.phase3.optim.steps=...`).
+Paths are given once (`--config.paths.parts=... --config.paths.data=...`); each phase's settings live
+under `phases.<name>` (`--config.phases.phase3.optim.steps=...`). PRESET: a `model.presets` name.
 """
 
 import ml_collections
 
-from configs.base import get_phase
+from nanoemox_jax.train.config import paper, to_config_dict
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.strategy = "p2e"
-  c.baseline = True  # score the starting model on every phase's held-out sets first (the table's first rows)
-  c.phases = {}
-  for name in ("1a", "1b", "2", "3", "joint"):
-    phase = get_phase(name, arg)
-    c.phases[phase.name] = phase
-  return c
+  return to_config_dict(paper(("1a", "1b", "2", "3", "joint"), preset=arg or "full", strategy="p2e"))

@@ -1,7 +1,9 @@
-"""P2E phase 1a (DESIGN.md §2): `--config configs/phase1a.py` (paper) or `configs/phase1a.py:demo`."""
+"""P2E phase 1a alone: `--config configs/phase1a.py[:PRESET]` (see `nanoemox_jax.train.config.PAPER`)."""
 
-from configs.base import get_phase
+import ml_collections
+
+from nanoemox_jax.train.config import paper, to_config_dict
 
 
-def get_config(arg: str | None = None):
-  return get_phase("1a", arg)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return to_config_dict(paper(("1a",), preset=arg or "full"))

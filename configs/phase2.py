@@ -1,7 +1,9 @@
-"""P2E phase 2 (DESIGN.md §2): `--config configs/phase2.py` (paper) or `configs/phase2.py:demo`."""
+"""P2E phase 2 alone: `--config configs/phase2.py[:PRESET]` (see `nanoemox_jax.train.config.PAPER`)."""
 
-from configs.base import get_phase
+import ml_collections
+
+from nanoemox_jax.train.config import paper, to_config_dict
 
 
-def get_config(arg: str | None = None):
-  return get_phase("2", arg)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return to_config_dict(paper(("2",), preset=arg or "full"))

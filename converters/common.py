@@ -20,7 +20,7 @@ import ml_dtypes
 import numpy as np
 from tqdm import tqdm
 
-from nanoemox_jax.model.params_io import flatten_paths, save_params, unflatten_paths
+from nanoemox_jax.checkpoints.params_io import flatten_paths, save_params, unflatten_paths
 
 
 class ConversionError(ValueError):

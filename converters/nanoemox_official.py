@@ -101,7 +101,7 @@ def split_packed_attention(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarr
 
 def convert_official(src: str | Path, out: str | Path, dtype: Any = np.float32, preset: str = "official_code",
                      partial: bool = False) -> Path:
-  from configs.model import get
+  from nanoemox_jax.model.presets import get
   from nanoemox_jax.model.nanoemox import abstract_model
 
   src, cfg = Path(src), get(preset)
@@ -116,7 +116,7 @@ def convert_official(src: str | Path, out: str | Path, dtype: Any = np.float32, 
 
 
 def main(argv: list[str] | None = None) -> None:
-  from configs.model import PRESETS
+  from nanoemox_jax.model.presets import PRESETS
 
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--src", required=True, help="the authors' checkpoint_*.pth")

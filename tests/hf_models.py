@@ -8,6 +8,7 @@ import torch
 import transformers
 
 from converters.qwen2 import convert_qwen2
+from nanoemox_jax.checkpoints.parts import load_part
 from nanoemox_jax.model import qwen2
 
 
@@ -35,4 +36,4 @@ def random_qwen2(config: transformers.Qwen2Config, seed: int = 0) -> transformer
 def save_and_convert(hf_model: transformers.PreTrainedModel, tmp: Path) -> qwen2.Qwen2ForCausalLM:
   hf_model.save_pretrained(tmp / "hf")
   convert_qwen2(tmp / "hf", tmp / "jax")
-  return qwen2.load(tmp / "jax")
+  return load_part("llm", tmp / "jax")

@@ -89,7 +89,7 @@ def main() -> None:
   if args.reference:
     save_state(model, args.state)
   model.eval()  # dropout off: every run computes the same function
-  optimizer = nnx.Optimizer(model, make_optimizer(OptimConfig(1e-3, total_steps=10)), wrt=phases.trainable(PHASE))
+  optimizer = nnx.Optimizer(model, make_optimizer(OptimConfig(1e-3, steps=10)), wrt=phases.trainable(PHASE))
   run = make_train_step(PHASE)
   out: dict[str, np.ndarray] = {}
 

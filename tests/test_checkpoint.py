@@ -17,7 +17,7 @@ from tests.test_train_step import stack
 
 def new_run(seed: int):
   model = NanoEmoX(CFG, rngs=nnx.Rngs(seed))  # train mode: dropout draws from the RNG streams
-  optimizer = nnx.Optimizer(model, make_optimizer(OptimConfig(1e-3, total_steps=10, warmup_steps=1)),
+  optimizer = nnx.Optimizer(model, make_optimizer(OptimConfig(1e-3, steps=10, warmup_steps=1)),
                             wrt=phases.trainable("2"))
   return model, optimizer
 

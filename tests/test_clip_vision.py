@@ -17,8 +17,9 @@ from flax import nnx
 
 from converters.clip import convert_clip
 from converters.common import ConversionError, read_checkpoint
+from nanoemox_jax.checkpoints.parts import load_part
 from nanoemox_jax.model import clip_vision
-from nanoemox_jax.model.params_io import param_count
+from nanoemox_jax.checkpoints.params_io import param_count
 from tests.test_convert_qwen2 import edited_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +83,7 @@ def test_every_hidden_state_matches_hf(tmp_path, act):
   hf = random_vision_model(tiny_vision_config(hidden_act=act), seed=1)
   hf.save_pretrained(tmp_path / "hf")
   convert_clip(tmp_path / "hf", tmp_path / "jax")
-  model = clip_vision.load(tmp_path / "jax")
+  model = load_part("clip", tmp_path / "jax")
   assert model.config.hidden_act == act
   assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(nnx.state(model)))
   px = pixels(seed=1)
@@ -109,7 +110,7 @@ def test_full_clip_model_checkpoint(tmp_path):
   assert json.loads((tmp_path / "jax" / "config.json").read_text())["model_type"] == "clip_vision_model"
   px = pixels(seed=2)
   ref, _ = hf_outputs(hf.vision_model, px)
-  assert_states_close(clip_vision.load(tmp_path / "jax")(jnp.asarray(px)), ref)
+  assert_states_close(load_part("clip", tmp_path / "jax")(jnp.asarray(px)), ref)
 
 
 def test_legacy_prefixed_pytorch_bin_with_position_ids(tmp_path, converted):
@@ -124,7 +125,7 @@ def test_legacy_prefixed_pytorch_bin_with_position_ids(tmp_path, converted):
   assert json.loads((tmp_path / "jax" / "conversion.json").read_text())["ignored"] == [
       "vision_model.embeddings.position_ids"]
   px = pixels(seed=3)
-  assert_states_close(clip_vision.load(tmp_path / "jax")(jnp.asarray(px)), hf_outputs(hf, px)[0])
+  assert_states_close(load_part("clip", tmp_path / "jax")(jnp.asarray(px)), hf_outputs(hf, px)[0])
 
 
 @pytest.mark.parametrize("edit,message", [
@@ -149,7 +150,7 @@ def test_refuses_bad_checkpoints(tmp_path, converted, edit, message):
 
 
 def test_up_to_stops_early_with_the_same_states(converted):
-  model = clip_vision.load(converted[1] / "jax")
+  model = load_part("clip", converted[1] / "jax")
   px = jnp.asarray(pixels(seed=4))
   full = model(px)
   for up_to, n in [(-2, LAYERS), (1, 2), (0, 1), (LAYERS, LAYERS + 1), (-(LAYERS + 1), 1)]:
@@ -168,7 +169,7 @@ def test_up_to_stops_early_with_the_same_states(converted):
 
 def test_bf16_compute_tracks_fp32(converted):
   hf, tmp = converted
-  model16 = clip_vision.load(tmp / "jax", dtype=jnp.bfloat16)
+  model16 = load_part("clip", tmp / "jax", dtype=jnp.bfloat16)
   px = pixels(seed=5)
   ours = model16(jnp.asarray(px))
   assert ours[-1].dtype == jnp.bfloat16
@@ -213,7 +214,7 @@ def test_cli_converts_to_bf16_and_reports_errors(tmp_path, converted):
   run = subprocess.run([sys.executable, "-m", "converters.clip", "--src", str(tmp / "hf"), "--out",
                         str(tmp_path / "jax"), "--dtype", "bfloat16"], cwd=ROOT, capture_output=True, text=True)
   assert run.returncode == 0, run.stderr
-  model = clip_vision.load(tmp_path / "jax", param_dtype=jnp.bfloat16)
+  model = load_part("clip", tmp_path / "jax", param_dtype=jnp.bfloat16)
   assert {x.dtype for x in jax.tree.leaves(nnx.state(model, nnx.Param))} == {jnp.dtype(jnp.bfloat16)}
   px = pixels(seed=6)
   ours = np.asarray(model(jnp.asarray(px))[-1])

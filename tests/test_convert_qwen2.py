@@ -16,7 +16,7 @@ from safetensors.numpy import save_file
 
 from converters.common import ConversionError, read_checkpoint
 from converters.qwen2 import convert_qwen2
-from nanoemox_jax.model import qwen2
+from nanoemox_jax.checkpoints.parts import load_part
 from tests.hf_models import random_qwen2, tiny_qwen2_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def test_sharded_bf16_checkpoint(tmp_path, hf_model):
   assert (tmp_path / "hf" / "model.safetensors.index.json").exists()
   assert len(list((tmp_path / "hf").glob("*.safetensors"))) > 2
   convert_qwen2(tmp_path / "hf", tmp_path / "jax")
-  model = qwen2.load(tmp_path / "jax")
+  model = load_part("llm", tmp_path / "jax")
   stored = read_checkpoint(tmp_path / "hf")
   for name, p in bf16.named_parameters():  # our reader sees exactly the bf16 values torch wrote
     assert stored[name].dtype == ml_dtypes.bfloat16
@@ -55,7 +55,7 @@ def test_pytorch_bin_checkpoint(tmp_path, hf_model):
   (tmp_path / "hf" / "config.json").write_text(hf_model.config.to_json_string())
   convert_qwen2(tmp_path / "hf", tmp_path / "jax")
   ids = np.random.RandomState(1).randint(0, 211, (2, 8))
-  np.testing.assert_allclose(logits_of(qwen2.load(tmp_path / "jax"), ids), logits_of(hf_model, ids), atol=1e-4)
+  np.testing.assert_allclose(logits_of(load_part("llm", tmp_path / "jax"), ids), logits_of(hf_model, ids), atol=1e-4)
 
 
 def test_tied_checkpoint_with_redundant_lm_head_is_counted(tmp_path):
@@ -69,7 +69,7 @@ def test_tied_checkpoint_with_redundant_lm_head_is_counted(tmp_path):
   report = json.loads((tmp_path / "jax" / "conversion.json").read_text())
   assert report["ignored"] == ["lm_head.weight"]
   ids = np.random.RandomState(2).randint(0, 211, (1, 8))
-  np.testing.assert_allclose(logits_of(qwen2.load(tmp_path / "jax"), ids), logits_of(hf, ids), atol=1e-4)
+  np.testing.assert_allclose(logits_of(load_part("llm", tmp_path / "jax"), ids), logits_of(hf, ids), atol=1e-4)
 
 
 def edited_checkpoint(tmp_path: Path, hf_model, edit) -> Path:
@@ -103,7 +103,7 @@ def test_cli_converts_and_reports_errors(tmp_path, hf_model):
                         str(tmp_path / "jax")], cwd=ROOT, capture_output=True, text=True)
   assert run.returncode == 0, run.stderr
   ids = np.random.RandomState(3).randint(0, 211, (2, 5))
-  np.testing.assert_allclose(logits_of(qwen2.load(tmp_path / "jax"), ids), logits_of(hf_model, ids), atol=1e-4)
+  np.testing.assert_allclose(logits_of(load_part("llm", tmp_path / "jax"), ids), logits_of(hf_model, ids), atol=1e-4)
   (tmp_path / "hf" / "config.json").write_text(json.dumps({**hf_model.config.to_dict(), "hidden_size": 64,
                                                            "head_dim": 8}))
   bad = subprocess.run([sys.executable, "-m", "converters.qwen2", "--src", str(tmp_path / "hf"), "--out",

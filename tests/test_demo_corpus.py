@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nanoemox_jax.data import demo, templates
+from nanoemox_jax.data import templates
+from nanoemox_jax.demo import corpus as demo
 from nanoemox_jax.data.manifest import read_jsonl
 from nanoemox_jax.data.media import FRAMES, decode_sample, load_audio, read_frames
 from nanoemox_jax.data.sources import read_source

@@ -7,9 +7,9 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from nanoemox_jax.data.manifest import Record
+from nanoemox_jax.data.predictions import Prediction
 from nanoemox_jax.evaluate import mer_unibench as mu
 from nanoemox_jax.evaluate import wheel
-from nanoemox_jax.evaluate.predictions import Prediction
 from tests.test_eval_wheel import make_tables
 
 

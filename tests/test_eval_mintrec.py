@@ -8,8 +8,8 @@ from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_sc
 
 from nanoemox_jax.data import templates
 from nanoemox_jax.data.manifest import Record
+from nanoemox_jax.data.predictions import Prediction
 from nanoemox_jax.evaluate import mintrec
-from nanoemox_jax.evaluate.predictions import Prediction
 
 
 def test_intent_scores_match_sklearn():

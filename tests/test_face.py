@@ -19,8 +19,9 @@ from torchvision.models.swin_transformer import SwinTransformer
 
 from converters.common import ConversionError
 from converters.facexformer import convert_facexformer
+from nanoemox_jax.checkpoints.parts import load_part
 from nanoemox_jax.model import face, swin
-from nanoemox_jax.model.params_io import param_count
+from nanoemox_jax.checkpoints.params_io import param_count
 from tests.official_refs import TorchFaceXFormer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ def run(model: face.FaceXFormerEncoder, px: np.ndarray) -> face.FaceFeatures:
 @pytest.mark.parametrize("size", [(224, 224), (112, 160)])
 def test_stages_and_face_vectors_match_pytorch(converted, size):
   ref, out_dir = converted
-  model = face.load(out_dir)
+  model = load_part("face", out_dir)
   px = np.random.RandomState(sum(size)).randn(2, 3, *size).astype(np.float32)
   with torch.no_grad():
     stages, pooled = ref(torch.tensor(px))
@@ -87,7 +88,7 @@ def test_bf16_compute_tracks_fp32(converted):
   px = np.random.RandomState(5).randn(1, 3, 64, 64).astype(np.float32)
   with torch.no_grad():
     a = ref(torch.tensor(px))[1].numpy()
-  b = run(face.load(out_dir, dtype=jnp.bfloat16), px).pooled
+  b = run(load_part("face", out_dir, dtype=jnp.bfloat16), px).pooled
   assert b.dtype == jnp.bfloat16
   err = np.abs(a - np.asarray(b, np.float32)).max() / np.abs(a).max()
   assert 0 < err < 0.05, err  # bf16 differs (it really ran in bf16) but stays close
@@ -141,7 +142,7 @@ def test_cli_converts(tmp_path):
   ok = subprocess.run([sys.executable, "-m", "converters.facexformer", "--src", str(src), "--out",
                        str(tmp_path / "jax")], cwd=ROOT, capture_output=True, text=True)
   assert ok.returncode == 0, ok.stderr
-  model = face.load(tmp_path / "jax")  # the forward pass of this conversion is checked above
+  model = load_part("face", tmp_path / "jax")  # the forward pass of this conversion is checked above
   np.testing.assert_array_equal(np.asarray(model.backbone.features[5][1].attn.qkv.kernel[...]),
                                 ref.backbone[0][5][1].attn.qkv.weight.detach().numpy().T)
   np.testing.assert_array_equal(np.asarray(model.linear_fuse.kernel[...])[0, 0],

@@ -10,7 +10,7 @@ from flax import nnx
 
 from nanoemox_jax.model.frozen import FrozenParam, freeze, frozen_dtype
 from nanoemox_jax.model.layers import Linear
-from nanoemox_jax.model.params_io import restore_params, save_params
+from nanoemox_jax.checkpoints.params_io import restore_params, save_params
 from nanoemox_jax.model.qwen2 import Qwen2Config, Qwen2ForCausalLM
 
 CFG = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,

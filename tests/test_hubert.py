@@ -20,8 +20,9 @@ from safetensors.numpy import save_file
 
 from converters.common import ConversionError, flatten_paths, read_checkpoint
 from converters.hubert import convert_hubert
+from nanoemox_jax.checkpoints.parts import load_part
 from nanoemox_jax.model import hubert
-from nanoemox_jax.model.params_io import param_count
+from nanoemox_jax.checkpoints.params_io import param_count
 
 ROOT = Path(__file__).resolve().parents[1]
 # base: GroupNorm conv stack, post-norm encoder; large: LayerNorm convs, stable layer norm;
@@ -106,7 +107,7 @@ def converted(tmp_path_factory):
       hf = random_hubert(style)
       hf.save_pretrained(tmp / "hf")
       convert_hubert(tmp / "hf", tmp / "jax")
-      cache[style] = hf, tmp / "hf", hubert.load(tmp / "jax")
+      cache[style] = hf, tmp / "hf", load_part("hubert", tmp / "jax")
     return cache[style]
 
   return get
@@ -154,7 +155,7 @@ def test_stop_after_layer_and_bf16(converted):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   with pytest.raises(ValueError, match="num_layers=3"):
     model(audio, num_layers=3)
-  half = run(hubert.load(folder.parent / "jax", dtype=jnp.bfloat16), audio)
+  half = run(load_part("hubert", folder.parent / "jax", dtype=jnp.bfloat16), audio)
   a, b = np.asarray(full.last_hidden_state), np.asarray(half.last_hidden_state, np.float32)
   err = np.abs(a - b).max() / np.abs(a).max()
   assert half.last_hidden_state.dtype == jnp.bfloat16 and 0 < err < 0.05, err
@@ -174,7 +175,7 @@ def test_ctc_bin_checkpoint_with_either_weight_norm_form(tmp_path, form):
   convert_hubert(tmp_path / "hf" / "pytorch_model.bin", tmp_path / "jax")
   report = json.loads((tmp_path / "jax" / "conversion.json").read_text())
   assert sorted(report["ignored"]) == ["lm_head.bias", "lm_head.weight"]
-  model = hubert.load(tmp_path / "jax")
+  model = load_part("hubert", tmp_path / "jax")
   conv = model.encoder.pos_conv_embed.conv  # g and v kept apart, as torch's weight norm holds them
   g_key, v_key = (next(k for k in state if k.endswith(ends)) for ends in (("weight_g", "original0"),
                                                                           ("weight_v", "original1")))
@@ -219,7 +220,7 @@ def test_cli_matches_the_python_converter(tmp_path, converted):
   cmd = [sys.executable, "-m", "converters.hubert", "--src", str(folder), "--out", str(tmp_path / "jax")]
   run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
   assert run.returncode == 0, run.stderr
-  cli = flatten_paths(nnx.to_pure_dict(nnx.state(hubert.load(tmp_path / "jax"), nnx.Param)))
+  cli = flatten_paths(nnx.to_pure_dict(nnx.state(load_part("hubert", tmp_path / "jax"), nnx.Param)))
   api = flatten_paths(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   assert cli.keys() == api.keys()
   for key, value in api.items():

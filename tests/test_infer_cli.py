@@ -12,17 +12,16 @@ from pathlib import Path
 import pytest
 from flax import nnx
 
-from nanoemox_jax.data import demo
+from nanoemox_jax.demo import corpus as demo
 from nanoemox_jax.data.manifest import Record, Turn, write_jsonl
 from nanoemox_jax.data.sources import read_source
 from nanoemox_jax.infer.__main__ import main, read_history, render
 from nanoemox_jax.model.frozen import FrozenParam
-from nanoemox_jax.model.params_io import save_params
+from nanoemox_jax.checkpoints.params_io import save_params
 from tests.test_nanoemox import CFG
 from tests.test_predict import FOLDER, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not FOLDER.is_dir(), reason=f"{FOLDER} is absent (the real Qwen2 tokenizer files)")
 KEYS = ["id", "task", "dataset", "text", "answer", "think", "gates", "checkpoint"]
 NEW = ["--max-new-tokens", "6"]
 

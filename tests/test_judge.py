@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from nanoemox_jax.data.manifest import Record
+from nanoemox_jax.data.predictions import Prediction
 from nanoemox_jax.evaluate import emer, judge, mer_unibench, wheel
-from nanoemox_jax.evaluate.predictions import Prediction
 
 
 class FakeServer:

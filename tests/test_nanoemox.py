@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs.model import PRESETS, get
+from nanoemox_jax.model.presets import PRESETS, get
 from nanoemox_jax.model import lora
 from nanoemox_jax.model.frozen import FrozenParam
 from nanoemox_jax.model.nanoemox import IGNORE, Batch, NanoEmoX, abstract_model, check_placeholders, next_token_loss
-from nanoemox_jax.model.summary import count, group_counts, phase_counts, WEIGHTS
+from nanoemox_jax.train.summary import count, group_counts, phase_counts, WEIGHTS
 from nanoemox_jax.train import phases
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +140,7 @@ def test_full_preset_counts_and_summary_cli():
   assert groups["Qwen2 LM base (frozen)"] == 1_543_714_304
   assert per_phase["3"] == per_phase["2"] + groups["LoRA adapters"]
   assert per_phase["2"] == sum(groups[k] for k in list(groups)[4:8])
-  run = subprocess.run([sys.executable, "-m", "nanoemox_jax.model.summary", "--preset", "full"], cwd=ROOT,
+  run = subprocess.run([sys.executable, "-m", "nanoemox_jax.train.summary", "--preset", "full"], cwd=ROOT,
                        capture_output=True, text=True)
   assert run.returncode == 0, run.stderr
   assert f"{total:,}" in run.stdout and f"{per_phase['1b']:,}" in run.stdout

@@ -16,12 +16,13 @@ import transformers
 from flax import nnx
 from torch import nn
 
-from configs.model import tiny
+from nanoemox_jax.checkpoints import parts
+from nanoemox_jax.model.presets import tiny
 from converters.common import ConversionError
 from converters.nanoemox_official import convert_official, split_packed_attention
 from nanoemox_jax.model import lora, nanoemox
 from nanoemox_jax.model.frozen import FrozenParam
-from nanoemox_jax.model.params_io import restore_into
+from nanoemox_jax.checkpoints.params_io import restore_into
 from tests.official_refs import TorchFaceTemporal, TorchFusion, lavis_qformer_state, perturb_
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,7 +189,7 @@ def test_load_assembles_the_model_from_converted_parts(tmp_path, converted):
   shutil.copytree(adapters_dir, tmp_path / "model" / "adapters")
   (tmp_path / "model" / "nanoemox.json").write_text(json.dumps({"preset": "tiny"}))
 
-  model = nanoemox.load(tmp_path / "model")
+  model = parts.load(tmp_path / "model")
   leaves = jax.tree.leaves(nnx.state(model))
   assert all(isinstance(x, jax.Array) for x in leaves)  # nothing left abstract
   np.testing.assert_array_equal(np.asarray(model.clip.vision_model.encoder.layers[2].mlp.fc1.kernel[...]),
@@ -201,7 +202,7 @@ def test_load_assembles_the_model_from_converted_parts(tmp_path, converted):
                                 np.asarray(converted[3].fusion.gate_mlp.fc2.bias[...]))
   assert lora.lora_layers(model)
   (tmp_path / "model" / "nanoemox.json").write_text(json.dumps({"preset": "tiny", "overrides": {"num_frames": 4}}))
-  assert nanoemox.load(tmp_path / "model").config.num_frames == 4
+  assert parts.load(tmp_path / "model").config.num_frames == 4
   (tmp_path / "model" / "nanoemox.json").write_text(json.dumps({"preset": "demo"}))
   with pytest.raises(ValueError, match=r"clip/config.json: the converted clip does not match preset 'demo'"):
-    nanoemox.load(tmp_path / "model")
+    parts.load(tmp_path / "model")

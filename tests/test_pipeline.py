@@ -6,7 +6,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
-from pathlib import Path
 
 import grain
 import jax
@@ -20,12 +19,11 @@ from nanoemox_jax.data import media, pipeline, templates
 from nanoemox_jax.data.features import build_cache, media_key
 from nanoemox_jax.data.manifest import Record, Turn, write_jsonl
 from nanoemox_jax.data.pipeline import MixSource, Pipeline, PipelineConfig
-from nanoemox_jax.data.tokenizer import PLACEHOLDERS, Tokenizer
+from nanoemox_jax.data.tokenizer import BUNDLED, PLACEHOLDERS, Tokenizer
 from nanoemox_jax.model.nanoemox import IGNORE, Batch, NanoEmoX, check_placeholders
 from tests.test_media import tone, write_av, write_cv2_video
 
-FOLDER = Path(__file__).resolve().parents[2] / "shared" / "data" / "qwen2_tokenizer"
-pytestmark = pytest.mark.skipif(not FOLDER.is_dir(), reason=f"{FOLDER} is absent (the real Qwen2 tokenizer files)")
+FOLDER = BUNDLED  # the Qwen2 tokenizer files shipped with the package
 TINY = presets.tiny()
 TASK_OF = {"erg_emotion": "erg"}
 PLACEHOLDER_COUNTS = {"audio_tokens": 8, "frame_tokens": 8, "face_tokens": 4, "multi_tokens": 1}  # tiny preset

@@ -5,25 +5,25 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 from flax import nnx
 
-from nanoemox_jax.data import demo, templates
+from nanoemox_jax.data import templates
+from nanoemox_jax.demo import corpus as demo
 from nanoemox_jax.data.manifest import Record
 from nanoemox_jax.data.media import decode_sample
 from nanoemox_jax.data.pipeline import MixSource, Pipeline, PipelineConfig
+from nanoemox_jax.data.predictions import Prediction, split_think
 from nanoemox_jax.data.sources import read_source
-from nanoemox_jax.data.tokenizer import Tokenizer
+from nanoemox_jax.data.tokenizer import BUNDLED, Tokenizer
 from nanoemox_jax.infer import predict as pred
 from nanoemox_jax.model.nanoemox import IGNORE, Batch, NanoEmoX
 from tests.test_nanoemox import CFG
 
-FOLDER = Path(__file__).resolve().parents[2] / "shared" / "data" / "qwen2_tokenizer"
-pytestmark = pytest.mark.skipif(not FOLDER.is_dir(), reason=f"{FOLDER} is absent (the real Qwen2 tokenizer files)")
+FOLDER = BUNDLED  # the Qwen2 tokenizer files shipped with the package
 NEW_TOKENS = 8
 COUNTS = {"audio_tokens": CFG.audio_qformer.num_query_tokens, "frame_tokens": CFG.video_qformer.num_query_tokens,
           "face_tokens": CFG.face_queries, "multi_tokens": 1}  # build_example's placeholder counts
@@ -78,7 +78,8 @@ def test_batched_greedy_equals_one_at_a_time(model, tok, records, one_at_a_time)
   assert len({tuple(row) for row in batched}) >= 5  # the rows differ: a mix-up of rows would show
   np.testing.assert_array_equal(batched, one_at_a_time)
   predictions = pred.predict(model, tok, records, batch_size=3, max_new_tokens=NEW_TOKENS)
-  assert [(p.id, p.task, p.labels) for p in predictions] == [(r.id, r.task, r.labels) for r in records]
+  assert [(p.id, p.task, p.dataset) for p in predictions] == [(r.id, r.task, r.dataset) for r in records]
+  assert all(p.checkpoint == "" for p in predictions)
   assert [p.text for p in predictions] == [pred.answer_text(tok, row) for row in one_at_a_time]
   names = ["speech2_vision2", "speech3_vision3", "speech4_vision4"]  # the tiny preset's expert layer pairs
   for p in predictions:  # gates only where video and audio both decoded (CREMA-D has no video, no_media nothing)
@@ -90,13 +91,14 @@ def test_prediction_lines_split_the_erg_think_block():
   chain = {"event_scenario": "a lost job", "speaker_emotion": "sad", "emotion_cause": "the layoff",
            "goal_to_response": "comfort"}
   text = templates.erg_answer(chain, "I am sorry to hear that.")
-  line = pred.Prediction("d1", "erg", text, ("sad",), "avamerg").to_json("/ckpt")
+  line = Prediction.from_text("d1", "erg", "avamerg", text, checkpoint="/ckpt").to_json()
   assert line == {"id": "d1", "task": "erg", "dataset": "avamerg", "text": text, "answer": "I am sorry to hear that.",
                   "think": text[len("<think>"):text.index("</think>")], "gates": None, "checkpoint": "/ckpt"}
   assert line["think"].startswith("Firstly, the event scenario") and line["think"].endswith("comfort")
-  assert pred.split_think("<think>Firstly, cut by max_new_tokens") == ("Firstly, cut by max_new_tokens", "")
-  assert pred.split_think("no block") == (None, "no block")
-  other = pred.Prediction("m1", "mer", "<think>x</think> happy", (), "mer", {"speech16_vision12": 1.0}).to_json("c")
+  assert split_think("<think>Firstly, cut by max_new_tokens") == ("Firstly, cut by max_new_tokens", "")
+  assert split_think("no block") == (None, "no block")
+  other = Prediction.from_text("m1", "mer", "mer", "<think>x</think> happy", {"speech16_vision12": 1.0},
+                               "c").to_json()
   assert (other["answer"], other["think"], other["gates"]) == ("<think>x</think> happy", None, {"speech16_vision12": 1.0})
 
 

@@ -10,7 +10,7 @@ import transformers
 from flax import nnx
 
 from converters.common import Rule, convert, flatten_paths, transpose
-from nanoemox_jax.model.params_io import param_count
+from nanoemox_jax.checkpoints.params_io import param_count
 from nanoemox_jax.model.qformer import QFormer, QFormerConfig
 
 # HF Blip2QFormerModel keys -> our paths: Linear `weight` becomes a transposed `kernel`; norms keep `weight`.

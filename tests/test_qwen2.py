@@ -10,8 +10,9 @@ import torch
 import transformers
 from flax import nnx
 
+from nanoemox_jax.checkpoints.parts import load_part
 from nanoemox_jax.model import qwen2
-from nanoemox_jax.model.params_io import param_count
+from nanoemox_jax.checkpoints.params_io import param_count
 from tests.hf_models import random_qwen2, save_and_convert, tiny_qwen2_config
 
 # (tied, heads, kv heads): q/kv ratios 1, 2 and 6.
@@ -71,7 +72,7 @@ def test_unpadded_defaults_and_embeddings_input(tmp_path):
 def test_bf16_compute_tracks_fp32(tmp_path):
   cfg = tiny_qwen2_config()
   model32 = save_and_convert(random_qwen2(cfg), tmp_path)
-  model16 = qwen2.load(tmp_path / "jax", dtype=jnp.bfloat16)
+  model16 = load_part("llm", tmp_path / "jax", dtype=jnp.bfloat16)
   ids = jnp.asarray(np.random.RandomState(2).randint(0, cfg.vocab_size, (2, 11)), jnp.int32)
   a, b = np.asarray(model32(ids)), np.asarray(model16(ids))
   assert b.dtype == np.float32

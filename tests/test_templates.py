@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import random
 import re
-from pathlib import Path
 
 import pytest
 
 from nanoemox_jax.data import templates
 from nanoemox_jax.data.manifest import Record, Turn
 from nanoemox_jax.data.templates import build_example, question
+from nanoemox_jax.data.tokenizer import BUNDLED
 
-TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "data" / "qwen2_tokenizer"
+TOKENIZER = BUNDLED  # the Qwen2 tokenizer files shipped with the package
 
 
 def record(task: str, split: str = "train", **kw) -> Record:
@@ -110,7 +110,6 @@ def test_answer_formats():
                                               "is c\nFourthly, the goal to response is g</think>\n r")
 
 
-@pytest.mark.skipif(not (TOKENIZER / "vocab.json").exists(), reason=f"tokenizer files not found at {TOKENIZER}")
 def test_placeholders_tokenize_to_single_contiguous_ids():
   from nanoemox_jax.data.tokenizer import Tokenizer
   tok = Tokenizer(TOKENIZER)

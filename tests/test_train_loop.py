@@ -17,12 +17,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from nanoemox_jax import demo
-from nanoemox_jax.data.tokenizer import Tokenizer
+from nanoemox_jax.checkpoints import parts
+from nanoemox_jax.data.tokenizer import BUNDLED, Tokenizer
+from nanoemox_jax.demo import parts as demo
 from nanoemox_jax.train.telemetry import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKENIZER = ROOT.parent / "shared" / "data" / "qwen2_tokenizer"
+TOKENIZER = BUNDLED
 STEPS = 6
 
 
@@ -35,13 +36,17 @@ def assets(tmp_path_factory) -> dict[str, Path]:
   return {"corpus": root / "corpus", "manifests": manifests, "model": model}
 
 
-def flags(assets: dict[str, Path], config: str = "configs/phase1a.py:demo", prefix: str = "") -> list[str]:
-  """Command-line flags: the demo config on the shared assets, the tiny preset, `STEPS` steps logged each."""
-  p = f"--config.{prefix}"
-  return ["--config", config, f"{p}model.preset=tiny", f"{p}model.checkpoint={assets['model']}",
-          f"{p}data.demo_corpus={assets['corpus']}", f"{p}data.root={assets['manifests']}",
-          f"{p}data.batch_size=2", f"{p}data.accumulation=2", f"{p}data.workers=0", f"{p}optim.steps={STEPS}",
-          f"{p}log_every=1", f"{p}checkpoint_every=2", f"{p}evaluate=False"]
+def flags(assets: dict[str, Path], config: str = "configs/phase1a.py:tiny", phases: tuple[str, ...] = ("phase1a",)
+          ) -> list[str]:
+  """Command-line flags: the tiny preset on the shared assets, `STEPS` steps of each phase, each logged."""
+  out = ["--config", config, f"--config.paths.parts={assets['model']}", f"--config.paths.data={assets['manifests']}",
+         "--config.precision.tower_dtype=float32", "--config.precision.compute_dtype=float32"]
+  for name in phases:
+    p = f"--config.phases.{name}."
+    out += [f"{p}data.batch_size=2", f"{p}data.accumulation=2", f"{p}data.workers=0", f"{p}data.buckets=(256, 384)",
+            f"{p}optim.steps={STEPS}", f"{p}optim.warmup_steps=1", f"{p}optim.learning_rate=3e-3", f"{p}seed=0",
+            f"{p}log_every=1", f"{p}checkpoint_every=2", f"{p}evaluate=False"]
+  return out
 
 
 def train(workdir: Path, args: list[str], *extra: str, wait: bool = True, timeout: float = 600
@@ -111,7 +116,8 @@ def test_killed_run_resumes_exactly(assets, tmp_path):
 
 
 def test_held_out_scores_resume_after_the_last_update_and_existing_runs_need_resume(assets, tmp_path):
-  args = flags(assets) + ["--config.optim.steps=2", "--config.evaluate=True", "--config.eval_max_new_tokens=4"]
+  args = flags(assets) + ["--config.phases.phase1a.optim.steps=2", "--config.phases.phase1a.evaluate=True",
+                          "--config.phases.phase1a.eval_max_new_tokens=4"]
   first = train(tmp_path, args)
   assert first.returncode == 0, first.stdout + first.stderr
   results = json.loads((tmp_path / "phase1a" / "results.json").read_text())
@@ -129,13 +135,12 @@ def test_held_out_scoring_counts_classification_tasks_only(assets, tmp_path):
   import collections
 
   from nanoemox_jax.data.manifest import read_jsonl, write_jsonl
-  from nanoemox_jax.model import nanoemox
   from nanoemox_jax.train.loop import evaluate
 
   mer = assets["manifests"] / "mercaptionplus_test.jsonl"
   records = read_jsonl(mer) + read_jsonl(assets["manifests"] / "mintrec_test.jsonl")
   write_jsonl(records, tmp_path / "mixed.jsonl")
-  out = evaluate(nanoemox.load(assets["model"]), Tokenizer(TOKENIZER), {"mixed": tmp_path / "mixed.jsonl", "mer": mer},
+  out = evaluate(parts.load(assets["model"]), Tokenizer(TOKENIZER), {"mixed": tmp_path / "mixed.jsonl", "mer": mer},
                  batch_size=4, max_new_tokens=4)
   tasks = collections.Counter(r.task for r in records)
   assert tasks["eri"] > 0 and set(out) == {"mixed:ovmer", "mixed:mir", "mer"}
@@ -148,9 +153,8 @@ def test_held_out_scoring_counts_classification_tasks_only(assets, tmp_path):
 @pytest.mark.parametrize("strategy", ["joint", "reverse"])
 def test_curriculum_strategies_run_end_to_end(assets, tmp_path, strategy):
   phases = {"joint": ("joint",), "reverse": ("phase3", "phase2", "phase1b", "phase1a")}[strategy]
-  args = ["--config", "configs/p2e.py:demo", f"--config.strategy={strategy}"]
-  for name in phases:
-    args += flags(assets, prefix=f"phases.{name}.")[2:] + [f"--config.phases.{name}.optim.steps=2"]
+  args = flags(assets, "configs/p2e.py:tiny", phases) + [f"--config.strategy={strategy}", "--config.baseline=False"]
+  args += [f"--config.phases.{name}.optim.steps=2" for name in phases]
   run = train(tmp_path, args)
   assert run.returncode == 0, run.stdout + run.stderr
   for name in phases:
@@ -164,7 +168,7 @@ def test_two_process_run_on_loopback(assets, tmp_path):
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  args = flags(assets) + ["--config.optim.steps=3", "--config.checkpoint_every=100",
+  args = flags(assets) + ["--config.phases.phase1a.optim.steps=3", "--config.phases.phase1a.checkpoint_every=100",
                           f"--config.distributed.coordinator=127.0.0.1:{port}", "--config.distributed.num_processes=2"]
   procs = [train(tmp_path, args, f"--config.distributed.process_id={i}", wait=False) for i in range(2)]
   try:
@@ -181,9 +185,10 @@ def test_two_process_run_on_loopback(assets, tmp_path):
 
 @pytest.mark.slow
 def test_demo_learns(tmp_path):
-  """The demo (`configs/p2e.py:demo`, the README's main command) end to end: MIR above chance after phase 2,
-  MER (MER-Caption+ primary emotion, held out) at least 3x chance after P2E."""
-  run = train(tmp_path, ["--config", "configs/p2e.py:demo"], timeout=1800)  # ~11 min alone on 2 cores
+  """The demo (`python -m nanoemox_jax.demo`, the README's main command) end to end: MIR above chance after
+  phase 2, MER (MER-Caption+ primary emotion, held out) at least 3x chance after P2E."""
+  run = subprocess.run([sys.executable, "-m", "nanoemox_jax.demo", "--workdir", str(tmp_path)], check=False, cwd=ROOT,
+                       capture_output=True, text=True, timeout=1800)  # ~11 min alone on 2 cores
   assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
   print(run.stdout[-2500:])
   mir = json.loads((tmp_path / "phase2" / "results.json").read_text())["held_out"]["mintrec_test"]

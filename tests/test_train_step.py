@@ -41,7 +41,7 @@ def test_four_micro_batches_of_three_equal_one_batch_of_twelve(big_batch):
   for k in (1, 4):
     model = fresh_model()
     model.eval()  # dropout off: the two runs must see the same function
-    optimizer = nnx.Optimizer(model, make_optimizer(OptimConfig(1e-3, total_steps=10)), wrt=phases.trainable("3"))
+    optimizer = nnx.Optimizer(model, make_optimizer(OptimConfig(1e-3, steps=10)), wrt=phases.trainable("3"))
     metrics = make_train_step("3")(model, optimizer, stack(big_batch, k))
     results.append((float(metrics["loss"]), snapshot(model)))
   (loss1, p1), (loss4, p4) = results
@@ -56,7 +56,7 @@ def test_a_phase_changes_exactly_its_parameters(big_batch, phase):
   before = {".".join(map(str, p)): np.array(v) for p, v in nnx.to_flat_state(nnx.state(model))
             if not isinstance(v, nnx.RngState)}
   trained = {".".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, phases.trainable(phase)))}
-  optimizer = nnx.Optimizer(model, make_optimizer(OptimConfig(1e-3, total_steps=10)), wrt=phases.trainable(phase))
+  optimizer = nnx.Optimizer(model, make_optimizer(OptimConfig(1e-3, steps=10)), wrt=phases.trainable(phase))
   step = make_train_step(phase)
   losses = [float(step(model, optimizer, stack(big_batch, 4))["loss"]) for _ in range(2)]
   assert all(np.isfinite(losses))
@@ -69,7 +69,7 @@ def test_a_phase_changes_exactly_its_parameters(big_batch, phase):
 
 def test_non_finite_loss_skips_the_update(big_batch):
   model = fresh_model()
-  optimizer = nnx.Optimizer(model, make_optimizer(OptimConfig(1e-3, total_steps=10)), wrt=phases.trainable("1a"))
+  optimizer = nnx.Optimizer(model, make_optimizer(OptimConfig(1e-3, steps=10)), wrt=phases.trainable("1a"))
   before = snapshot(model)
   poisoned = big_batch._replace(audio=big_batch.audio.at[0].set(jnp.nan))
   make_train_step("1a")(model, optimizer, stack(poisoned, 4))
@@ -90,7 +90,7 @@ def test_logits_at_labelled_positions_only_give_the_full_loss(big_batch):
 
 
 def test_schedule_is_the_authors_warmup_then_cosine():
-  cfg = OptimConfig(3e-4, total_steps=100, warmup_steps=10, warmup_lr=1e-6, min_lr=1e-4)
+  cfg = OptimConfig(3e-4, steps=100, warmup_steps=10, warmup_lr=1e-6, min_lr=1e-4)
   lr = schedule(cfg)
   # common/optims.py: warmup_lr_schedule(step, max_step=10, init_lr=1e-6, max_lr=3e-4), then cosine_lr_schedule
   # at the absolute step with max_epoch = total steps.
@@ -98,7 +98,7 @@ def test_schedule_is_the_authors_warmup_then_cosine():
     assert float(lr(step)) == pytest.approx(min(3e-4, 1e-6 + (3e-4 - 1e-6) * step / 10), rel=1e-6)
   for step in (10, 50, 99):
     assert float(lr(step)) == pytest.approx((3e-4 - 1e-4) * 0.5 * (1 + math.cos(math.pi * step / 100)) + 1e-4, rel=1e-6)
-  assert float(schedule(OptimConfig(8e-6, total_steps=10))(7)) == pytest.approx(8e-6)  # min_lr None: constant
+  assert float(schedule(OptimConfig(8e-6, steps=10))(7)) == pytest.approx(8e-6)  # min_lr None: constant
 
 
 def test_remat_gives_the_same_update(big_batch):
@@ -106,7 +106,7 @@ def test_remat_gives_the_same_update(big_batch):
   for remat in (False, True):
     model = fresh_model()
     model.eval()
-    optimizer = nnx.Optimizer(model, make_optimizer(OptimConfig(1e-3, total_steps=10)), wrt=phases.trainable("3"))
+    optimizer = nnx.Optimizer(model, make_optimizer(OptimConfig(1e-3, steps=10)), wrt=phases.trainable("3"))
     loss = float(make_train_step("3", remat=remat)(model, optimizer, stack(big_batch, 2))["loss"])
     results.append((loss, snapshot(model)))
   (loss0, p0), (loss1, p1) = results
@@ -125,7 +125,7 @@ def test_cached_tower_features_give_the_same_update(big_batch):
     if cached:
       batch = big_batch._replace(frames=None, faces=None, audio=None, features=jax.jit(model.tower_features)(
           big_batch.frames, big_batch.faces, big_batch.audio))
-    optimizer = nnx.Optimizer(model, make_optimizer(OptimConfig(1e-3, total_steps=10)), wrt=phases.trainable("3"))
+    optimizer = nnx.Optimizer(model, make_optimizer(OptimConfig(1e-3, steps=10)), wrt=phases.trainable("3"))
     loss = float(make_train_step("3")(model, optimizer, stack(batch, 4))["loss"])
     results.append((loss, snapshot(model)))
   (loss0, p0), (loss1, p1) = results

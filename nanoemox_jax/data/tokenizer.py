@@ -19,6 +19,7 @@ PRETOKENIZE_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{
                      r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 PLACEHOLDERS = ("<ImageHere>", "<AudioHere>", "<FrameHere>", "<FaceHere>", "<MultiHere>")
 QWEN2_SPECIAL = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645}
+BUNDLED = Path(__file__).resolve().parent / "qwen2_tokenizer"  # the Qwen2 files shipped with the package
 
 
 class Tokenizer:

@@ -2,6 +2,6 @@
 
 classification (closed-set scores used in training), wheel / wheel_tables (MER-UniBench emotion wheels),
 mer_unibench, mintrec, avamerg, emer (one module per benchmark family), judge (LLM judge client and prompts),
-predictions (the infer output format), suite (matching, checkpoint selection), report; the CLI is
-`python -m nanoemox_jax.evaluate`.
+suite (matching, checkpoint selection), report; the CLI is `python -m nanoemox_jax.evaluate`. The predictions
+it scores are `nanoemox_jax.data.predictions` files.
 """

@@ -14,7 +14,8 @@ import argparse
 import sys
 
 from nanoemox_jax.data.manifest import read_jsonl
-from nanoemox_jax.evaluate import emer, predictions, report, suite, wheel
+from nanoemox_jax.data.predictions import read_checkpoints
+from nanoemox_jax.evaluate import emer, report, suite, wheel
 from nanoemox_jax.evaluate.judge import Judge, JudgeConfig
 
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
   judge = None
   if args.judge != "none":
     judge = Judge(JudgeConfig.load(None if args.judge == "env" else args.judge))
-  by_checkpoint = predictions.read(args.predictions)
+  by_checkpoint = read_checkpoints(args.predictions)
   if not by_checkpoint:
     parser.error(f"no prediction in {args.predictions}")
   per_checkpoint = suite.score_all(read_jsonl(args.labels), by_checkpoint, args.benchmark, judge, wheel.load())

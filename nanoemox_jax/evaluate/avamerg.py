@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nanoemox_jax.data.manifest import Record
-from nanoemox_jax.evaluate.predictions import Prediction
+from nanoemox_jax.data.predictions import Prediction
 
 DATASETS = ("avamerg",)
 

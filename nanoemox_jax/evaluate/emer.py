@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nanoemox_jax.data.manifest import Record
+from nanoemox_jax.data.predictions import Prediction
 from nanoemox_jax.evaluate.judge import (
   Judge,
   clue_overlap_prompt,
@@ -19,7 +20,6 @@ from nanoemox_jax.evaluate.judge import (
   label_overlap_prompt,
   parse_score,
 )
-from nanoemox_jax.evaluate.predictions import Prediction
 
 DATASETS = ("emer",)
 SAMPLING = {"temperature": 0.0, "top_p": None}  # the reference's OpenAI call: temperature 0, nothing else set

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nanoemox_jax.data.manifest import Record
+from nanoemox_jax.data.predictions import Prediction
 from nanoemox_jax.evaluate import classification
 from nanoemox_jax.evaluate.judge import (
   Judge,
@@ -21,7 +22,6 @@ from nanoemox_jax.evaluate.judge import (
   openset_prompt,
   sentiment_prompt,
 )
-from nanoemox_jax.evaluate.predictions import Prediction
 from nanoemox_jax.evaluate.wheel import WHEELS, Wheels, split_labels
 
 # The paper's table columns (MER-UniBench), by kind of score.

@@ -15,8 +15,8 @@ from typing import Any
 
 from nanoemox_jax.data import templates
 from nanoemox_jax.data.manifest import Record
+from nanoemox_jax.data.predictions import Prediction
 from nanoemox_jax.evaluate import classification
-from nanoemox_jax.evaluate.predictions import Prediction
 
 DATASETS = ("mintrec", "mintrec2")
 

@@ -18,9 +18,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nanoemox_jax.data.manifest import Record
+from nanoemox_jax.data.predictions import Prediction
 from nanoemox_jax.evaluate import avamerg, emer, mer_unibench, mintrec
 from nanoemox_jax.evaluate.judge import Judge
-from nanoemox_jax.evaluate.predictions import Prediction
 from nanoemox_jax.evaluate.wheel import Wheels
 
 FAMILIES = {"merunibench": mer_unibench.DATASETS, "mintrec": mintrec.DATASETS, "avamerg": avamerg.DATASETS,

@@ -16,7 +16,7 @@ object ({"context", "dialogue_history": [...]}) or a text file of `role: text` l
 user input (default: the history's last turn). The answer is printed (ERG: the <think> part and the reply).
 
 Manifest: one JSON line per record, `{"id", "task", "dataset", "text", "answer", "think", "gates",
-"checkpoint"}` (see `Prediction.to_json`), written and flushed per batch; a rerun skips the ids already in
+"checkpoint"}` (see `nanoemox_jax.data.predictions`), written and synced per batch; a rerun skips the ids already in
 --out (a line cut by a kill is dropped). A record whose media fail is answered with that modality masked
 (logged). Exit codes: 0 done, 2 bad input (the message names the file, record or field), 130 interrupted.
 """
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import logging
 import os
@@ -37,8 +38,10 @@ import jax.numpy as jnp
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from nanoemox_jax.checkpoints import parts
 from nanoemox_jax.data import media, templates
 from nanoemox_jax.data.manifest import Record, Turn, read_jsonl
+from nanoemox_jax.data.predictions import append_jsonl
 from nanoemox_jax.data.tokenizer import Tokenizer
 from nanoemox_jax.infer import predict as pred
 from nanoemox_jax.model import nanoemox
@@ -117,7 +120,7 @@ def load(args: argparse.Namespace) -> tuple[nanoemox.NanoEmoX, Tokenizer]:
     tower = jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
   else:
     tower = DTYPES[args.tower_dtype]
-  return nanoemox.load(args.checkpoint, tower_dtype=tower), tokenizer
+  return parts.load(args.checkpoint, tower_dtype=tower), tokenizer
 
 
 def read_history(path: str) -> tuple[tuple[Turn, ...], str]:
@@ -203,7 +206,7 @@ def run_single(args: argparse.Namespace, checkpoint: str) -> None:
   record = single_record(args)
   model, tokenizer = load(args)
   p = pred.predict(model, tokenizer, [record], **options(args) | {"batch_size": 1})[0]
-  print(render(p.to_json(checkpoint), args.json))
+  print(render(dataclasses.replace(p, checkpoint=checkpoint).to_json(), args.json))
 
 
 def render(line: dict, as_json: bool) -> str:
@@ -230,12 +233,10 @@ def run_manifest(args: argparse.Namespace, checkpoint: str) -> None:
   model, tokenizer = load(args)
   logging.getLogger("nanoemox_jax.data.pipeline").setLevel(logging.INFO)  # one line per masked modality
   out.parent.mkdir(parents=True, exist_ok=True)
-  with open(out, "a", encoding="utf-8") as f, logging_redirect_tqdm(), tqdm(
-      total=len(records), initial=len(records) - len(todo), unit="sample", desc=Path(args.manifest).name) as bar:
+  with logging_redirect_tqdm(), tqdm(total=len(records), initial=len(records) - len(todo), unit="sample",
+                                     desc=Path(args.manifest).name) as bar:
     for batch in pred.predict_batches(model, tokenizer, todo, **options(args)):
-      f.writelines(json.dumps(p.to_json(checkpoint), ensure_ascii=False) + "\n" for p in batch)
-      f.flush()
-      os.fsync(f.fileno())
+      append_jsonl((dataclasses.replace(p, checkpoint=checkpoint) for p in batch), out)
       bar.update(len(batch))
   print(f"{out}: {len(todo)} new predictions, {len(records)} in all")
 

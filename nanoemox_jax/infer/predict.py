@@ -9,8 +9,7 @@ of its first row (their outputs are dropped), so one compiled program serves eac
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -22,6 +21,7 @@ from flax import nnx
 from nanoemox_jax.data import templates
 from nanoemox_jax.data.manifest import Record
 from nanoemox_jax.data.pipeline import MixSource, Pipeline, PipelineConfig
+from nanoemox_jax.data.predictions import Prediction
 from nanoemox_jax.data.tokenizer import Tokenizer
 from nanoemox_jax.infer.generate import generate
 from nanoemox_jax.model.nanoemox import Batch, NanoEmoX, NanoEmoXConfig
@@ -39,26 +39,6 @@ class Generated(NamedTuple):
   gates: np.ndarray | None  # float32 [n, E] fusion expert weights (None without gated fusion experts)
   has_video: np.ndarray  # bool [n]: the video decoded (else its placeholders were zeroed)
   has_audio: np.ndarray  # bool [n]
-
-
-@dataclasses.dataclass(frozen=True)
-class Prediction:
-  """One record's answer. text: the decoded generation up to `###` / EOS, stripped; labels: the record's;
-  gates: fusion expert name -> weight, None without gated fusion or when the fusion token was masked (video or
-  audio missing)."""
-  id: str
-  task: str
-  text: str
-  labels: tuple[str, ...]
-  dataset: str = ""
-  gates: Mapping[str, float] | None = None
-
-  def to_json(self, checkpoint: str) -> dict[str, Any]:
-    """The `preds.jsonl` line: id, task, dataset, text (the whole answer), answer (ERG: the reply without its
-    `<think>` block; else the text), think (ERG: the block's content, else None), gates, checkpoint."""
-    think, answer = split_think(self.text) if self.task == "erg" else (None, self.text)
-    return {"id": self.id, "task": self.task, "dataset": self.dataset, "text": self.text, "answer": answer,
-            "think": think, "gates": None if self.gates is None else dict(self.gates), "checkpoint": checkpoint}
 
 
 @partial(jax.jit, static_argnames="graphdef")
@@ -135,26 +115,17 @@ def answer_text(tokenizer: Tokenizer, tokens: Sequence[int]) -> str:
   return tokenizer.decode(ids).split(templates.STOP)[0].strip()
 
 
-def split_think(text: str) -> tuple[str | None, str]:
-  """(think, reply) of an ERG answer `<think>chain of empathy</think> reply`: (None, text) without a `<think>`
-  block; an unclosed block (cut by max_new_tokens) is all think and leaves an empty reply."""
-  head, opened, rest = text.partition("<think>")
-  if not opened:
-    return None, text
-  think, closed, reply = rest.partition("</think>")
-  return think.strip(), f"{head} {reply}".strip() if closed else head.strip()
-
-
 def predict_batches(model: NanoEmoX, tokenizer: Tokenizer, records: Sequence[Record],
                     **options: Any) -> Iterator[list[Prediction]]:
-  """The `Prediction`s of each batch, in order, as it finishes (options: see `generate_batches`)."""
+  """The `Prediction`s of each batch, in order, as it finishes (options: see `generate_batches`): text from
+  `answer_text`, gates where the fusion token was real, checkpoint left empty (the caller's to fill)."""
   names, start = gate_names(model.config), 0
   for g in generate_batches(model, tokenizer, records, **options):
     chunk, start = records[start:start + len(g.tokens)], start + len(g.tokens)
     gates = [None] * len(chunk) if g.gates is None else [
         dict(zip(names, map(float, w))) if video and audio else None
         for w, video, audio in zip(g.gates, g.has_video, g.has_audio)]
-    yield [Prediction(r.id, r.task, answer_text(tokenizer, tokens), tuple(r.labels), r.dataset, w)
+    yield [Prediction.from_text(r.id, r.task, r.dataset, answer_text(tokenizer, tokens), w)
            for r, tokens, w in zip(chunk, g.tokens, gates)]
 
 

@@ -9,7 +9,6 @@ Parameter paths mirror the `vision_model.*` keys of an HF `CLIPModel` checkpoint
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -188,10 +187,3 @@ def abstract_model(cfg: CLIPVisionConfig, dtype: DType = jnp.float32,
                    param_dtype: DType = jnp.float32) -> CLIPVisionModel:
   """The model with `ShapeDtypeStruct` leaves: no memory is allocated."""
   return nnx.eval_shape(lambda: CLIPVisionModel(cfg, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype))
-
-
-def load(path: str | Path, dtype: DType = jnp.float32, param_dtype: DType | None = None) -> CLIPVisionModel:
-  """Load a checkpoint written by `python -m converters.clip` (config.json + Orbax `params/`)."""
-  from nanoemox_jax.model.params_io import load_converted  # local: keeps orbax off the import path of the model
-
-  return load_converted(path, CLIPVisionConfig.from_hf, abstract_model, dtype, param_dtype)

@@ -10,7 +10,6 @@ decoder is not part of it. Parameter paths mirror FaceXFormer's state dict, with
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -94,10 +93,3 @@ def abstract_model(cfg: FaceXFormerConfig, dtype: DType = jnp.float32,
                    param_dtype: DType = jnp.float32) -> FaceXFormerEncoder:
   """The model with `ShapeDtypeStruct` leaves: no memory is allocated."""
   return nnx.eval_shape(lambda: FaceXFormerEncoder(cfg, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype))
-
-
-def load(path: str | Path, dtype: DType = jnp.float32, param_dtype: DType | None = None) -> FaceXFormerEncoder:
-  """Load a checkpoint written by `python -m converters.facexformer` (config.json + Orbax `params/`)."""
-  from nanoemox_jax.model.params_io import load_converted  # local: keeps orbax off the import path of the model
-
-  return load_converted(path, FaceXFormerConfig.from_dict, abstract_model, dtype, param_dtype)

@@ -10,7 +10,6 @@ conv holds the effective weight (the converter folds torch's weight norm). `mask
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -360,10 +359,3 @@ class HubertModel(nnx.Module):
 def abstract_model(cfg: HubertConfig, dtype: DType = jnp.float32, param_dtype: DType = jnp.float32) -> HubertModel:
   """The model with `ShapeDtypeStruct` leaves: no memory is allocated."""
   return nnx.eval_shape(lambda: HubertModel(cfg, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype))
-
-
-def load(path: str | Path, dtype: DType = jnp.float32, param_dtype: DType | None = None) -> HubertModel:
-  """Load a checkpoint written by `python -m converters.hubert` (config.json + Orbax `params/`)."""
-  from nanoemox_jax.model.params_io import load_converted  # local: keeps orbax off the import path of the model
-
-  return load_converted(path, HubertConfig.from_hf, abstract_model, dtype, param_dtype)

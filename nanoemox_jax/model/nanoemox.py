@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from nanoemox_jax.model import clip_vision, face, hubert, qwen2
-from nanoemox_jax.model.frozen import freeze
+from nanoemox_jax.model.frozen import FrozenParam, freeze
 from nanoemox_jax.model.fusion import FusionConfig, MultiScaleFusion
 from nanoemox_jax.model.layers import DType, Linear, MultiHeadAttention
 from nanoemox_jax.model.lora import LoRAConfig, apply_lora
@@ -30,11 +30,17 @@ from nanoemox_jax.model.qformer import QFormer, QFormerConfig
 
 MODALITIES = "AVFMT"  # audio, video frames, face, multi (fusion), text (subtitle: handled by the prompt)
 IGNORE = -100  # label of positions without loss
+# Top-level attributes of `NanoEmoX` by trainable group (the P2E phase filters in `train.phases` select these).
+AUDIO_ADAPTER = ("audio_position_embedding", "audio_qformer", "audio_proj")
+VIDEO_ADAPTER = ("frame_position_embedding", "video_qformer", "video_proj")
+FACE_ADAPTER = ("face_temporal",)
+FUSION = ("fusion",)
+TOWERS = ("clip", "hubert", "face", "llm")  # frozen; converted from the pretrained checkpoints
 
 
 @dataclasses.dataclass(frozen=True)
 class NanoEmoXConfig:
-  """Every size and every ablation switch of the model. Defaults: the paper (see configs/model.py)."""
+  """Every size and every ablation switch of the model. Defaults: the paper (`presets.full`)."""
 
   llm: qwen2.Qwen2Config = qwen2.Qwen2Config()
   clip: clip_vision.CLIPVisionConfig = clip_vision.CLIPVisionConfig()
@@ -391,55 +397,9 @@ def init_model(cfg: NanoEmoXConfig, seed: int = 0, dtype: DType = jnp.float32, p
   The jitted initialiser returns only the non-frozen state, so the 2B frozen weights are never
   drawn at random; fill them with `restore_into(..., FrozenParam)` from converted checkpoints.
   """
-  from nanoemox_jax.model.frozen import FrozenParam
-
   model = abstract_model(cfg, dtype, param_dtype, tower_dtype)
   init = jax.jit(lambda: nnx.state(NanoEmoX(cfg, rngs=nnx.Rngs(seed), dtype=dtype, param_dtype=param_dtype,
                                             tower_dtype=tower_dtype), nnx.Not(FrozenParam)))
   nnx.update(model, init())
   return model
 
-
-PARTS = {"clip": ("clip", clip_vision.CLIPVisionConfig.from_hf), "hubert": ("hubert", hubert.HubertConfig.from_hf),
-         "face": ("face", face.FaceXFormerConfig.from_dict), "llm": ("llm", qwen2.Qwen2Config.from_hf)}
-
-
-def load(path, dtype: DType = jnp.float32, tower_dtype: DType | None = None, seed: int = 0) -> NanoEmoX:
-  """Assemble a model from converted parts in `path`:
-
-    nanoemox.json            {"preset": NAME, "overrides": {field: value}} (configs/model.py presets)
-    clip/ hubert/ face/ llm/ outputs of converters.clip / hubert / facexformer / qwen2
-    adapters/                (optional) converters.nanoemox_official output or a training export;
-                             absent: adapters are freshly initialised with `seed`
-  Each part's config.json must equal the preset's; a mismatch names the part and both configs.
-  """
-  import json
-  from pathlib import Path
-
-  from configs.model import get
-  from nanoemox_jax.model.frozen import FrozenParam
-  from nanoemox_jax.model.params_io import restore_into
-
-  path = Path(path)
-  if not (path / "nanoemox.json").exists():
-    raise FileNotFoundError(f"{path}: no nanoemox.json (see nanoemox.load's docstring for the layout)")
-  spec = json.loads((path / "nanoemox.json").read_text())
-  cfg = dataclasses.replace(get(spec["preset"]), **spec.get("overrides", {}))
-  model = init_model(cfg, seed, dtype, tower_dtype=tower_dtype)
-  for part, (config_field, from_config) in PARTS.items():
-    module = getattr(model, part)
-    if module is None:
-      continue
-    config_file = path / part / "config.json"
-    if not config_file.exists():
-      raise FileNotFoundError(f"{path / part}: missing converted part '{part}' (config.json not found)")
-    found, want = from_config(json.loads(config_file.read_text()), str(config_file)), getattr(cfg, config_field)
-    if found != want:
-      raise ValueError(f"{config_file}: the converted {part} does not match preset {spec['preset']!r}: "
-                       f"{found} != {want}")
-    restore_into(module, path / part / "params", FrozenParam)
-  if (path / "adapters").exists():
-    report = json.loads((path / "adapters" / "conversion.json").read_text()) if (
-        path / "adapters" / "conversion.json").exists() else {}
-    restore_into(model, path / "adapters" / "params", nnx.Param, partial=bool(report.get("missing")))
-  return model

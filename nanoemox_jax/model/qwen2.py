@@ -8,7 +8,6 @@ viewed as [B, T, K, G, H] (K kv heads, G = heads per kv head).
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -227,10 +226,3 @@ class Qwen2ForCausalLM(nnx.Module):
 def abstract_model(cfg: Qwen2Config, dtype: DType = jnp.float32, param_dtype: DType = jnp.float32) -> Qwen2ForCausalLM:
   """The model with `ShapeDtypeStruct` leaves: no memory is allocated."""
   return nnx.eval_shape(lambda: Qwen2ForCausalLM(cfg, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype))
-
-
-def load(path: str | Path, dtype: DType = jnp.float32, param_dtype: DType | None = None) -> Qwen2ForCausalLM:
-  """Load a checkpoint written by `python -m converters.qwen2` (config.json + Orbax `params/`)."""
-  from nanoemox_jax.model.params_io import load_converted  # local: keeps orbax off the import path of the model
-
-  return load_converted(path, Qwen2Config.from_hf, abstract_model, dtype, param_dtype)

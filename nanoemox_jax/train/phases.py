@@ -9,15 +9,9 @@ from __future__ import annotations
 
 from flax import nnx
 
-AUDIO_ADAPTER = ("audio_position_embedding", "audio_qformer", "audio_proj")
-VIDEO_ADAPTER = ("frame_position_embedding", "video_qformer", "video_proj")
-FACE_ADAPTER = ("face_temporal",)
-FUSION = ("fusion",)
+from nanoemox_jax.model.nanoemox import AUDIO_ADAPTER, FACE_ADAPTER, FUSION, VIDEO_ADAPTER
+
 PHASES = ("1a", "1b", "2", "3")
-# Curriculum strategy -> phase order (configs/p2e.py); "joint" trains phase 3's parameters on every task at once.
-# Keys are the phases' folder names (`configs/p2e.py` `phases.<key>`).
-STRATEGIES = {"p2e": ("phase1a", "phase1b", "phase2", "phase3"), "joint": ("joint",),
-              "reverse": ("phase3", "phase2", "phase1b", "phase1a")}
 _MODULES = {"1a": AUDIO_ADAPTER, "1b": VIDEO_ADAPTER + FACE_ADAPTER,
             "2": AUDIO_ADAPTER + VIDEO_ADAPTER + FACE_ADAPTER + FUSION,
             "3": AUDIO_ADAPTER + VIDEO_ADAPTER + FACE_ADAPTER + FUSION}

@@ -27,13 +27,13 @@ class OptimConfig:
   """AdamW under the authors' `linear_warmup_cosine_lr` schedule (their `common/optims.py`, per step).
 
   A linear warmup from `warmup_lr` to `learning_rate` over the first `warmup_steps` updates, then
-  `min_lr + (learning_rate - min_lr) * (1 + cos(pi * step / total_steps)) / 2` evaluated at the absolute
+  `min_lr + (learning_rate - min_lr) * (1 + cos(pi * step / steps)) / 2` evaluated at the absolute
   step (so it joins the warmup below its peak when warmup_steps > 0). `min_lr` None keeps `learning_rate`
   (the paper's phases 2 and 3 set min_lr = init_lr).
   """
 
   learning_rate: float
-  total_steps: int
+  steps: int  # optimizer updates
   warmup_steps: int = 0
   warmup_lr: float = 0.0
   min_lr: float | None = None
@@ -41,10 +41,11 @@ class OptimConfig:
   b1: float = 0.9
   b2: float = 0.999
   clip_norm: float = 1.0
+  max_nonfinite: int = 10  # consecutive skipped (non-finite) updates that stop a training run
 
   def __post_init__(self):
-    if not (self.learning_rate > 0 and self.total_steps >= 1 and self.warmup_steps >= 0):
-      raise ValueError(f"OptimConfig: learning_rate and total_steps must be positive, warmup_steps >= 0: {self}")
+    if not (self.learning_rate > 0 and self.steps >= 1 and self.warmup_steps >= 0):
+      raise ValueError(f"OptimConfig: learning_rate and steps must be positive, warmup_steps >= 0: {self}")
 
 
 def schedule(cfg: OptimConfig) -> optax.Schedule:
@@ -53,7 +54,7 @@ def schedule(cfg: OptimConfig) -> optax.Schedule:
 
   def lr(count: jax.Array) -> jax.Array:
     warm = cfg.warmup_lr + (cfg.learning_rate - cfg.warmup_lr) * count / max(cfg.warmup_steps, 1)
-    cosine = min_lr + (cfg.learning_rate - min_lr) * 0.5 * (1 + jnp.cos(jnp.pi * count / cfg.total_steps))
+    cosine = min_lr + (cfg.learning_rate - min_lr) * 0.5 * (1 + jnp.cos(jnp.pi * count / cfg.steps))
     return jnp.where(count < cfg.warmup_steps, jnp.minimum(warm, cfg.learning_rate), cosine)
 
   return lr

@@ -1,6 +1,6 @@
 """Parameter counts of a Nano-EmoX preset by group and the trainable count of each P2E phase.
 
-    python -m nanoemox_jax.model.summary --preset full
+    python -m nanoemox_jax.train.summary --preset full
 
 Built with `nnx.eval_shape`: nothing is allocated, so the full 2.3B model is counted on any machine.
 """
@@ -12,8 +12,9 @@ import argparse
 from flax import nnx
 
 from nanoemox_jax.model.frozen import FrozenParam
+from nanoemox_jax.model import nanoemox
 from nanoemox_jax.model.nanoemox import NanoEmoX, abstract_model
-from nanoemox_jax.model.params_io import param_count
+from nanoemox_jax.checkpoints.params_io import param_count
 from nanoemox_jax.train import phases
 
 GROUPS = {  # group name -> top-level attributes of NanoEmoX
@@ -21,10 +22,10 @@ GROUPS = {  # group name -> top-level attributes of NanoEmoX
     "HuBERT tower (frozen)": ("hubert",),
     "FaceXFormer tower (frozen)": ("face",),
     "Qwen2 LM base (frozen)": ("llm",),
-    "audio adapter (positions, Q-Former, projection)": phases.AUDIO_ADAPTER,
-    "video adapter (positions, Q-Former, projection)": phases.VIDEO_ADAPTER,
-    "face adapter (temporal queries, MLP)": phases.FACE_ADAPTER,
-    "fusion encoder": phases.FUSION,
+    "audio adapter (positions, Q-Former, projection)": nanoemox.AUDIO_ADAPTER,
+    "video adapter (positions, Q-Former, projection)": nanoemox.VIDEO_ADAPTER,
+    "face adapter (temporal queries, MLP)": nanoemox.FACE_ADAPTER,
+    "fusion encoder": nanoemox.FUSION,
 }
 
 
@@ -48,7 +49,7 @@ def phase_counts(model: NanoEmoX) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-  from configs.model import PRESETS, get
+  from nanoemox_jax.model.presets import PRESETS, get
 
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--preset", default="full", choices=sorted(PRESETS))

@@ -1,6 +1,6 @@
 """A synthetic demo corpus in the real annotation formats, with media that carry the labels.
 
-  python -m nanoemox_jax.data.demo --out DIR [--seed 0] [--per-class 12]
+  python -m nanoemox_jax.demo.corpus --out DIR [--seed 0] [--per-class 12]
 
 Five sets, each with a train and a held-out test split, laid out as the real releases so that the
 readers in `nanoemox_jax.data.sources` take them unchanged:
@@ -485,7 +485,7 @@ def write_corpus(out_dir: str | Path, seed: int = 0, per_class: int = DEFAULT_PE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m nanoemox_jax.data.demo", description=__doc__.split("\n")[0])
+  parser = argparse.ArgumentParser(prog="python -m nanoemox_jax.demo.corpus", description=__doc__.split("\n")[0])
   parser.add_argument("--out", required=True, type=Path, help="folder to write the corpus into")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--per-class", type=int, default=DEFAULT_PER_CLASS, help="training items per label")

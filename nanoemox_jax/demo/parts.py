@@ -1,7 +1,7 @@
 """What the CPU demo needs that the real run gets from downloads: a corpus and pretrained parts.
 
-  ensure_corpus(folder)  the synthetic corpus (`data/demo.py`) and its manifests, `manifests/<set>_<split>.jsonl`
-  ensure_model(folder)   a `nanoemox.load` folder: random frozen towers and a stand-in language model
+  ensure_corpus(folder)  the synthetic corpus (`demo/corpus.py`) and its manifests, `manifests/<set>_<split>.jsonl`
+  ensure_model(folder)   a model folder (`checkpoints.parts`): random frozen towers and a stand-in language model
 
 Nano-EmoX starts from pretrained CLIP, HuBERT, FaceXFormer and Qwen2.5. Offline there are none, so the
 demo's towers are randomly initialised (their pooled features still separate the corpus's classes: the
@@ -27,12 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from configs.model import get
-from nanoemox_jax.data import demo as corpus
+from nanoemox_jax.model.presets import get
 from nanoemox_jax.data import pipeline, templates
 from nanoemox_jax.data.manifest import Record, read_jsonl, write_jsonl
 from nanoemox_jax.data.sources import read_source
 from nanoemox_jax.data.tokenizer import Tokenizer
+from nanoemox_jax.demo import corpus
 from nanoemox_jax.model import qwen2
 from nanoemox_jax.model.frozen import FrozenParam
 from nanoemox_jax.model.nanoemox import (
@@ -42,7 +42,7 @@ from nanoemox_jax.model.nanoemox import (
   labelled_positions,
   num_targets_for,
 )
-from nanoemox_jax.model.params_io import save_params
+from nanoemox_jax.checkpoints.params_io import save_params
 from nanoemox_jax.train.step import OptimConfig, make_optimizer
 
 DONE = "DONE"

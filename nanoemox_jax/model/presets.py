@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
+from nanoemox_jax.model import fields
 from nanoemox_jax.model.clip_vision import CLIPVisionConfig
 from nanoemox_jax.model.face import FaceXFormerConfig
 from nanoemox_jax.model.fusion import FusionConfig
@@ -69,7 +72,8 @@ def demo() -> NanoEmoXConfig:
 PRESETS = {"full": full, "official_code": official_code, "tiny": tiny, "demo": demo}
 
 
-def get(name: str) -> NanoEmoXConfig:
+def get(name: str, overrides: Mapping[str, Any] | None = None) -> NanoEmoXConfig:
+  """Preset `name` with nested `overrides` ({"fusion": {"weighting": "average"}, "modalities": "AVFT"})."""
   if name not in PRESETS:
     raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
-  return PRESETS[name]()
+  return fields.replace(PRESETS[name](), overrides or {}, where=f"preset {name}")

@@ -1,0 +1,122 @@
+"""Folders of converted parts: one tower or LM (`load_part`), or a whole Nano-EmoX (`load`, `export`).
+
+A part folder (written by `converters.clip / hubert / facexformer / qwen2`) is `config.json` (the HF
+config, or FaceXFormer's dict) + Orbax `params/`. A model folder is
+
+  nanoemox.json            {"preset": NAME, "overrides": {nested fields}} (`model.presets`)
+  clip/ hubert/ face/ llm/ part folders (or links to them)
+  adapters/                (optional) `converters.nanoemox_official` output or a training export:
+                           `params/` + `conversion.json`; absent: adapters start from `seed`
+  tokenizer/               (optional) what `python -m nanoemox_jax.infer` reads
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+from flax import nnx
+
+from nanoemox_jax.checkpoints.params_io import restore_into, restore_params, save_params
+from nanoemox_jax.model import clip_vision, face, fields, hubert, presets, qwen2
+from nanoemox_jax.model.frozen import FrozenParam
+from nanoemox_jax.model.layers import DType
+from nanoemox_jax.model.nanoemox import TOWERS, NanoEmoX, NanoEmoXConfig, init_model
+
+
+class Part(NamedTuple):
+  read_config: Callable[[dict, str], Any]  # config.json contents, its path -> the part's config dataclass
+  abstract_model: Callable[..., nnx.Module]  # (cfg, dtype, param_dtype) -> the module with abstract leaves
+
+
+PARTS = {"clip": Part(clip_vision.CLIPVisionConfig.from_hf, clip_vision.abstract_model),
+         "hubert": Part(hubert.HubertConfig.from_hf, hubert.abstract_model),
+         "face": Part(face.FaceXFormerConfig.from_dict, face.abstract_model),
+         "llm": Part(qwen2.Qwen2Config.from_hf, qwen2.abstract_model)}  # keys = NanoEmoX attributes (TOWERS)
+assert tuple(PARTS) == TOWERS
+
+
+def read_part_config(name: str, path: str | Path) -> Any:
+  """The config dataclass of part `name` from its folder's config.json."""
+  config_file = Path(path) / "config.json"
+  if not config_file.exists():
+    raise FileNotFoundError(f"{path}: no config.json (expected the folder of a converted '{name}' part)")
+  return PARTS[name].read_config(json.loads(config_file.read_text()), str(config_file))
+
+
+def load_part(name: str, path: str | Path, dtype: DType = jnp.float32, param_dtype: DType | None = None
+              ) -> nnx.Module:
+  """One converted part ("clip", "hubert", "face" or "llm") in compute `dtype` (params in `param_dtype`)."""
+  cfg = read_part_config(name, path)
+  abstract = PARTS[name].abstract_model(cfg, dtype, param_dtype or jnp.float32)
+  return restore_params(abstract, Path(path) / "params", param_dtype=param_dtype)
+
+
+def read_spec(path: str | Path) -> dict[str, Any]:
+  """`nanoemox.json` of model folder `path`."""
+  spec_file = Path(path) / "nanoemox.json"
+  if not spec_file.exists():
+    raise FileNotFoundError(f"{path}: no nanoemox.json (not a model folder; see nanoemox_jax.checkpoints.parts)")
+  return json.loads(spec_file.read_text())
+
+
+def model_config(path: str | Path) -> NanoEmoXConfig:
+  """The model config recorded in folder `path`: its preset with its nested overrides."""
+  spec = read_spec(path)
+  return presets.get(spec["preset"], spec.get("overrides"))
+
+
+def load(path: str | Path, config: NanoEmoXConfig | None = None, dtype: DType = jnp.float32,
+         tower_dtype: DType | None = None, seed: int = 0) -> NanoEmoX:
+  """The model of folder `path` (see the module docstring). `config` (e.g. a training run's, with its ablation
+  switches) replaces the recorded one; each part's config.json must equal its field of the config in use, and
+  a mismatch names the part and both configs."""
+  cfg = config or model_config(path)
+  path = Path(path)
+  model = init_model(cfg, seed, dtype, tower_dtype=tower_dtype)
+  for name in PARTS:
+    module = getattr(model, name)
+    if module is None:  # a branch the modalities leave out
+      continue
+    found, want = read_part_config(name, path / name), getattr(cfg, name)
+    if found != want:
+      raise ValueError(f"{path / name / 'config.json'}: the converted {name} does not match the model config "
+                       f"(preset {read_spec(path)['preset']!r}): {found} != {want}")
+    restore_into(module, path / name / "params", FrozenParam)
+  adapters = path / "adapters"
+  if adapters.exists():
+    report = json.loads((adapters / "conversion.json").read_text()) if (adapters / "conversion.json").exists() else {}
+    restore_into(model, adapters / "params", nnx.Param, partial=bool(report.get("missing")))
+  return model
+
+
+def _changes(value: Any, base: Any) -> Any:
+  """The nested fields of `value` that differ from `base` (plain dicts from `fields.to_dict`)."""
+  if isinstance(value, Mapping) and isinstance(base, Mapping):
+    out = {k: _changes(v, base[k]) for k, v in value.items() if v != base.get(k)}
+    return {k: v for k, v in out.items() if v != {}}
+  return value
+
+
+def export(model: NanoEmoX, parts: str | Path, out: str | Path, source: str, tokenizer: str | Path | None = None,
+           write_files: bool = True) -> Path:
+  """Make `out` a model folder: `model`'s trainable parameters as `adapters/`, links to the frozen parts of
+  folder `parts`, its preset with `model.config` as overrides, and a link to `tokenizer`. Every process
+  of a multi-process run must call it (the parameters are saved collectively); `write_files` on one only."""
+  parts, out = Path(parts), Path(out)
+  save_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)), out / "adapters" / "params")
+  if write_files:
+    preset = read_spec(parts)["preset"]
+    overrides = _changes(fields.to_dict(model.config), fields.to_dict(presets.get(preset)))
+    (out / "nanoemox.json").write_text(json.dumps({"preset": preset, "overrides": overrides}, indent=2))
+    for name in PARTS:
+      link = out / name
+      if (parts / name).exists() and not link.exists():
+        link.symlink_to((parts / name).absolute(), target_is_directory=True)
+    if tokenizer is not None and not (out / "tokenizer").exists():
+      (out / "tokenizer").symlink_to(Path(tokenizer).absolute(), target_is_directory=True)
+    (out / "adapters" / "conversion.json").write_text(json.dumps({"source": source, "missing": []}))
+  return out
