@@ -22,8 +22,8 @@ import jax.numpy as jnp
 
 from benchmarks.common import best_time, machine, report
 from benchmarks.phase_step import model_flops, time_steps
-from configs.base import PAPER
 from nanoemox_jax.model.presets import get
+from nanoemox_jax.train.config import paper_phase
 
 PAPER_HOURS = 32.0  # Nano-EmoX's full P2E on one RTX 4090
 SCHEDULE = ("1a", "1b", "2", "3")
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     if r["remat"] and r["compute"] == "bf16":
       best[r["phase"]] = min(best.get(r["phase"], r["step_s"]), r["step_s"])
   if "3" in best:
-    per_phase = {p: PAPER[p][2] * best.get(p, best["3"]) / 3600 for p in SCHEDULE}
+    per_phase = {p: paper_phase(p).optim.steps * best.get(p, best["3"]) / 3600 for p in SCHEDULE}
     result["projection_hours"] = dict(per_phase=per_phase, measured=sorted(best), total=sum(per_phase.values()),
                                       paper_rtx4090=PAPER_HOURS)
   out.write_text(json.dumps(result, indent=1))

@@ -5,7 +5,7 @@ at a time, on the same records with the same max_new_tokens.
 
 Records: held-out items of the synthetic demo corpus (CREMA-D audio, CAER video, MIntRec video with its audio
 track, MER-Caption+ video + wav), written to a tmp folder. Model: the preset with random weights, or a
-`nanoemox.load` folder. Both sides decode the media in the main process (timed alone on its own row) and run
+`checkpoints.load` folder. Both sides decode the media in the main process (timed alone on its own row) and run
 greedy to max_new_tokens unless every row of a batch stops. Compilation is excluded (a warm-up pass first).
 """
 
@@ -20,13 +20,12 @@ import numpy as np
 from flax import nnx
 
 from benchmarks.common import best_time, report
-from configs.base import SHARED
 from nanoemox_jax.checkpoints import parts
 from nanoemox_jax.model.presets import get
 from nanoemox_jax.data import media
 from nanoemox_jax.demo import corpus as demo
 from nanoemox_jax.data.sources import read_source
-from nanoemox_jax.data.tokenizer import Tokenizer
+from nanoemox_jax.data.tokenizer import BUNDLED, Tokenizer
 from nanoemox_jax.infer.predict import generate_tokens
 from nanoemox_jax.model import nanoemox
 
@@ -36,8 +35,8 @@ DATASETS = ("cremad", "caer", "mintrec", "mercaptionplus")
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--preset", default="demo", help="model preset (nanoemox_jax/model/presets.py) for random weights")
-  parser.add_argument("--checkpoint", help="a nanoemox.load folder instead of the random preset")
-  parser.add_argument("--tokenizer", default=str(SHARED / "qwen2_tokenizer"))
+  parser.add_argument("--checkpoint", help="a checkpoints.load folder instead of the random preset")
+  parser.add_argument("--tokenizer", default=str(BUNDLED))
   parser.add_argument("--records", type=int, default=16)
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--new", type=int, default=32)

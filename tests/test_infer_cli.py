@@ -27,7 +27,7 @@ NEW = ["--max-new-tokens", "6"]
 
 
 def write_model(folder: Path) -> Path:
-  """`tiny_model()` as a `nanoemox.load` folder, with the tokenizer recorded in it."""
+  """`tiny_model()` as a `checkpoints.load` folder, with the tokenizer recorded in it."""
   model = tiny_model()
   configs = {"clip": CFG.clip.to_hf(), "hubert": CFG.hubert.to_hf(), "face": CFG.face.to_dict(),
              "llm": CFG.llm.to_hf()}

@@ -1,4 +1,4 @@
-"""`converters.nanoemox_official` against PyTorch re-expressions of the authors' heads, and `nanoemox.load`."""
+"""`converters.nanoemox_official` against PyTorch re-expressions of the authors' heads, and `checkpoints.load`."""
 
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ def test_refusals_and_partial_checkpoints(tmp_path):
 
 
 def test_load_assembles_the_model_from_converted_parts(tmp_path, converted):
-  """Tiny HF/torchvision towers and LM -> their converters -> nanoemox.load == the parts, bit for bit."""
+  """Tiny HF/torchvision towers and LM -> their converters -> checkpoints.load == the parts, bit for bit."""
   import torchvision
 
   from converters.clip import convert_clip

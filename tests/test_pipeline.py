@@ -14,7 +14,7 @@ import pytest
 import soundfile
 from flax import nnx
 
-from configs import model as presets
+from nanoemox_jax.model import presets
 from nanoemox_jax.data import media, pipeline, templates
 from nanoemox_jax.data.features import build_cache, media_key
 from nanoemox_jax.data.manifest import Record, Turn, write_jsonl

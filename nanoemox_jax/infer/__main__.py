@@ -4,7 +4,7 @@
         [--audio FILE] [--subtitle TEXT] [--history FILE] [--candidates a,b,c|DATASET] [--json]
     python -m nanoemox_jax.infer --checkpoint DIR --manifest FILE --out preds.jsonl [--batch-size 8]
 
---checkpoint is a `nanoemox.load` folder (a training phase's `<workdir>/<phase>/model`); the tokenizer is
+--checkpoint is a `checkpoints.load` folder (a training phase's `<workdir>/<phase>/model`); the tokenizer is
 --tokenizer, else the `tokenizer/` folder inside the checkpoint. Greedy by default; --sample takes the authors'
 settings (`predict.AUTHORS_SAMPLING`), which --temperature / --top-p / --max-new-tokens override.
 
@@ -56,7 +56,7 @@ class InputError(Exception):
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m nanoemox_jax.infer", description=__doc__.splitlines()[0])
-  p.add_argument("--checkpoint", required=True, help="nanoemox.load folder (a phase's <workdir>/<phase>/model)")
+  p.add_argument("--checkpoint", required=True, help="checkpoints.load folder (a phase's <workdir>/<phase>/model)")
   p.add_argument("--tokenizer", help="Qwen2 tokenizer folder (default: CHECKPOINT/tokenizer)")
   mode = p.add_mutually_exclusive_group(required=True)
   mode.add_argument("--video", help="single-video mode: the video file")
@@ -110,7 +110,7 @@ def options(args: argparse.Namespace) -> dict:
 
 def load(args: argparse.Namespace) -> tuple[nanoemox.NanoEmoX, Tokenizer]:
   if not (Path(args.checkpoint) / "nanoemox.json").is_file():
-    raise InputError(f"{args.checkpoint}: --checkpoint is not a model folder (no nanoemox.json; see nanoemox.load)")
+    raise InputError(f"{args.checkpoint}: --checkpoint is not a model folder (no nanoemox.json; see nanoemox_jax.checkpoints.load)")
   folder = Path(args.tokenizer) if args.tokenizer else Path(args.checkpoint) / "tokenizer"
   if not args.tokenizer and not folder.is_dir():
     raise InputError(f"{args.checkpoint}: no tokenizer/ folder recorded with the model; pass --tokenizer DIR "
