@@ -19,6 +19,7 @@ import pytest
 
 from nanoemox_jax.checkpoints import parts
 from nanoemox_jax.data.tokenizer import BUNDLED, Tokenizer
+from nanoemox_jax.demo import config as demo_config
 from nanoemox_jax.demo import parts as demo
 from nanoemox_jax.train.telemetry import read_metrics
 
@@ -38,12 +39,13 @@ def assets(tmp_path_factory) -> dict[str, Path]:
 
 def flags(assets: dict[str, Path], config: str = "configs/phase1a.py:tiny", phases: tuple[str, ...] = ("phase1a",)
           ) -> list[str]:
-  """Command-line flags: the tiny preset on the shared assets, `STEPS` steps of each phase, each logged."""
+  """Command-line flags: the tiny preset on the shared assets (the demo's datasets), `STEPS` steps of each phase,
+  each logged."""
   out = ["--config", config, f"--config.paths.parts={assets['model']}", f"--config.paths.data={assets['manifests']}",
          "--config.precision.tower_dtype=float32", "--config.precision.compute_dtype=float32"]
   for name in phases:
     p = f"--config.phases.{name}."
-    out += [f"{p}data.batch_size=2", f"{p}data.accumulation=2", f"{p}data.workers=0", f"{p}data.buckets=(256, 384)",
+    out += [f"{p}data.train={demo_config.DATASETS[name]!r}", f"{p}data.batch_size=2", f"{p}data.accumulation=2", f"{p}data.workers=0", f"{p}data.buckets=(256, 384)",
             f"{p}optim.steps={STEPS}", f"{p}optim.warmup_steps=1", f"{p}optim.learning_rate=3e-3", f"{p}seed=0",
             f"{p}log_every=1", f"{p}checkpoint_every=2", f"{p}evaluate=False"]
   return out
@@ -68,8 +70,9 @@ def wait_for_step(proc: subprocess.Popen, metrics: Path, step: int, timeout: flo
   raise AssertionError(f"no step {step} in {metrics} after {timeout} s")
 
 
-def adapters(workdir: Path, phase: str = "phase1a") -> dict[str, np.ndarray]:
-  path = workdir / phase / "model" / "adapters" / "params"
+def adapters(workdir: Path, phase: str = "phase1a", folder: Path | None = None) -> dict[str, np.ndarray]:
+  """The trainable parameters of a model folder (default: the phase's final `model/`)."""
+  path = (folder or workdir / phase / "model") / "adapters" / "params"
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # also for a model saved by several processes
   with ocp.StandardCheckpointer() as ckpt:
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
@@ -113,6 +116,35 @@ def test_killed_run_resumes_exactly(assets, tmp_path):
   for name in ("loss.png", "metrics.jsonl"):
     assert (work / "phase1a" / name).stat().st_size > 0
   assert list((work / "phase1a" / "tensorboard").iterdir())
+
+
+def test_export_turns_kept_checkpoints_into_the_models_the_run_exported(assets, tmp_path):
+  """`train.export --all` rebuilds each kept checkpoint (steps 2, 4, 6 of checkpoint_every=2) into a model folder
+  equal, bit for bit, to the one the run exported live at that step (`export_every=2`); the last equals `model/`,
+  and infer's loader reads it. A step that was not kept is one line and exit 2."""
+  work = tmp_path / "run"
+  done = train(work, flags(assets), "--config.phases.phase1a.export_every=2")
+  assert done.returncode == 0, done.stdout + done.stderr
+  cmd = [sys.executable, "-m", "nanoemox_jax.train.export", "--workdir", str(work), "--phase", "phase1a"]
+  exported = subprocess.run(cmd + ["--all", "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)
+  assert exported.returncode == 0, exported.stdout + exported.stderr
+  assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["step_2", "step_4", "step_6"]
+  for step in (2, 4, 6):
+    live = adapters(work, folder=work / "phase1a" / "exports" / f"step_{step}")
+    again = adapters(work, folder=tmp_path / "out" / f"step_{step}")
+    assert live.keys() == again.keys()
+    for key in live:
+      np.testing.assert_array_equal(again[key], live[key], err_msg=f"step {step} {key}")
+  final = adapters(work)
+  assert any(not np.array_equal(final[k], v) for k, v in adapters(work, folder=tmp_path / "out" / "step_2").items())
+  for key, value in adapters(work, folder=tmp_path / "out" / "step_6").items():
+    np.testing.assert_array_equal(value, final[key], err_msg=key)
+  assert parts.load(tmp_path / "out" / "step_4").config == parts.load(work / "phase1a" / "model").config
+  missing = subprocess.run(cmd + ["--step", "3", "--out", str(tmp_path / "x")], cwd=ROOT, capture_output=True,
+                           text=True, timeout=600)
+  assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
+  assert "no checkpoint of step(s) [3]" in missing.stderr and "kept: [2, 4, 6]" in missing.stderr
 
 
 def test_held_out_scores_resume_after_the_last_update_and_existing_runs_need_resume(assets, tmp_path):

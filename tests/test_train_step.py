@@ -7,6 +7,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -99,6 +100,31 @@ def test_schedule_is_the_authors_warmup_then_cosine():
   for step in (10, 50, 99):
     assert float(lr(step)) == pytest.approx((3e-4 - 1e-4) * 0.5 * (1 + math.cos(math.pi * step / 100)) + 1e-4, rel=1e-6)
   assert float(schedule(OptimConfig(8e-6, steps=10))(7)) == pytest.approx(8e-6)  # min_lr None: constant
+
+
+def test_clipping_is_off_unless_configured():
+  """The paper and the authors' runner do not clip: two AdamW updates of a large then a small gradient equal
+  optax's AdamW alone, and `clip_norm=1.0` gives those of clip-then-AdamW (which differ from them)."""
+  params = {"w": jnp.ones((3, 4)), "b": jnp.zeros(4)}
+  grads = [{"w": 100.0 * jnp.arange(12.0).reshape(3, 4), "b": jnp.full(4, 50.0)},
+           {"w": 0.01 * jnp.ones((3, 4)), "b": jnp.full(4, -0.02)}]
+  decay_mask = {"w": True, "b": False}
+
+  def updates(tx):
+    state, out = tx.init(params), []
+    for g in grads:
+      u, state = tx.update(g, state, params)
+      out.append(np.concatenate([np.ravel(u["w"]), np.ravel(u["b"])]))
+    return out
+
+  cfg = OptimConfig(1e-3, steps=10)
+  adamw = optax.adamw(1e-3, 0.9, 0.999, weight_decay=cfg.weight_decay, mask=decay_mask)
+  plain, clipped = updates(adamw), updates(optax.chain(optax.clip_by_global_norm(1.0), adamw))
+  assert not np.allclose(plain[1], clipped[1], rtol=1e-3)
+  for ours, reference in ((updates(make_optimizer(cfg)), plain),
+                          (updates(make_optimizer(OptimConfig(1e-3, steps=10, clip_norm=1.0))), clipped)):
+    for a, b in zip(ours, reference):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)
 
 
 def test_remat_gives_the_same_update(big_batch):

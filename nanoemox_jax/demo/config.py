@@ -31,8 +31,9 @@ def demo_run(workdir: str | Path | None = None) -> Run:
         "seed": 0, "log_every": 5, "checkpoint_every": 20, "eval_batch_size": 12, "eval_max_new_tokens": 16,
         # 72-312 distinct clips per phase, each drawn 4-13 times: the towers run once per clip.
         "data": {"train": DATASETS[name], "buckets": (256, 384), "workers": 1, "cache_features": True},
+        # Clipped at 1.0 (the paper's phases are not): the demo's rates are 100-400x the paper's.
         "optim": {"steps": STEPS[name], "learning_rate": lr, "min_lr": lr / 10, "warmup_lr": 0.0,
-                  "warmup_steps": 5}})
+                  "warmup_steps": 5, "clip_norm": 1.0}})
   return dataclasses.replace(run, phases=phases, paths=demo_paths(workdir) if workdir else Paths(parts="", data=""),
       precision=Precision(tower_dtype="float32", compute_dtype="float32"))  # the demo figures were measured in fp32
 

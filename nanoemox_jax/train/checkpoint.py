@@ -42,6 +42,9 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
   def restore(self, model: nnx.Module, optimizer: nnx.Optimizer, step: int | None = None
               ) -> tuple[int, dict[str, Any], dict[str, Any]] | None:
     """Load step `step` (default: the latest) into `model` and `optimizer` in place.

@@ -89,6 +89,9 @@ class Phase:
   log_every: int = 50
   checkpoint_every: int = 1_000
   keep_checkpoints: int = 3
+  # Every `export_every` updates, a model folder `<phase>/exports/step_<N>` that infer loads (the best-of-range
+  # protocol of `nanoemox_jax.evaluate --select best`); 0: only the final `<phase>/model`.
+  export_every: int = 0
   evaluate: bool = True  # score the held-out sets (data.eval) at the end of the phase
   eval_batch_size: int = 8
   eval_max_new_tokens: int = 32
@@ -118,7 +121,9 @@ class Run:
     return tuple(self.phases) if self.strategy == "listed" else STRATEGIES[self.strategy]
 
 
-# name -> (trainable filter, training sets, held-out sets, steps, lr, min lr, warmup lr, phases it starts from)
+# name -> (trainable filter, training sets, held-out sets, micro-batch iterations, lr, min lr, warmup lr, phases it
+# starts from). The iterations are the authors' (`max_epoch x iters_per_epoch` of their configs/phase*.yaml, each a
+# micro-batch of 3, also the paper's "steps"); `paper_phase` turns them into updates of `accumulation` micro-batches.
 PAPER = {
     "1a": ("1a", ("cremad", "m3ed"), ("cremad",), 15_000, 3e-4, 1e-4, 1e-6, ()),
     "1b": ("1b", ("ferv39k", "caer"), ("caer",), 25_000, 3e-4, 1e-4, 1e-6, ()),
@@ -130,6 +135,8 @@ PAPER = {
                     "avamerg"), ("mercaptionplus", "mintrec"), 345_000, 8e-6, 8e-6, 5e-7, ()),
 }
 
+WARMUP_ITERATIONS = 5_000  # the authors' warmup_steps, counted in micro-batch iterations like max_epoch x iters
+
 
 def phase_key(name: str) -> str:
   """"1a" -> "phase1a" (the key in Run.phases and the folder under --workdir); "joint" stays."""
@@ -140,11 +147,12 @@ def paper_phase(name: str) -> Phase:
   """The paper's configuration of P2E phase `name` ("1a", "1b", "2", "3" or "joint")."""
   if name not in PAPER:
     raise ValueError(f"unknown phase {name!r}; choose one of {sorted(PAPER)}")
-  trainable, train, held_out, steps, lr, min_lr, warmup_lr, init_from = PAPER[name]
-  return Phase(trainable=trainable, init_from=tuple(phase_key(p) for p in init_from),
-               data=Data(train=train, eval=held_out,
-                         task_weights=PHASE3_TASK_WEIGHTS if trainable == "3" else ()),
-               optim=OptimConfig(learning_rate=lr, steps=steps, warmup_steps=5_000, warmup_lr=warmup_lr,
+  trainable, train, held_out, iterations, lr, min_lr, warmup_lr, init_from = PAPER[name]
+  data = Data(train=train, eval=held_out, task_weights=PHASE3_TASK_WEIGHTS if trainable == "3" else ())
+  # The authors' sample budget (iterations x batch 3) in updates of the paper's 4 micro-batches; warmup likewise.
+  return Phase(trainable=trainable, init_from=tuple(phase_key(p) for p in init_from), data=data,
+               optim=OptimConfig(learning_rate=lr, steps=iterations // data.accumulation,
+                                 warmup_steps=WARMUP_ITERATIONS // data.accumulation, warmup_lr=warmup_lr,
                                  min_lr=min_lr))
 
 

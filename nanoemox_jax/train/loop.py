@@ -46,6 +46,7 @@ from nanoemox_jax.train.telemetry import Telemetry, format_table
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+CONFIG = "config.json"  # the run's config, under --workdir
 BEFORE = "(start)"  # the baseline rows of the curriculum table: the model before any phase
 
 
@@ -125,9 +126,10 @@ def make_data(run: Run, name: str, model: NanoEmoX, tokenizer: Tokenizer) -> pip
 
 
 def fit(run: Run, name: str, model: NanoEmoX, optimizer: nnx.Optimizer, mesh: jax.sharding.Mesh,
-        data: Iterator, ckpt: Checkpointer, start: int, telemetry: Telemetry) -> dict[str, float]:
-  """Updates start+1 .. optim.steps, logging, checkpointing, and stopping cleanly on SIGINT/SIGTERM or a run
-  of non-finite updates (the state is saved first). Returns the last logged metrics."""
+        data: Iterator, ckpt: Checkpointer, start: int, telemetry: Telemetry, out: Path) -> dict[str, float]:
+  """Updates start+1 .. optim.steps, logging, checkpointing, exporting every `export_every` updates under
+  `out/exports/`, and stopping cleanly on SIGINT/SIGTERM or a run of non-finite updates (the state is saved
+  first). Returns the last logged metrics."""
   phase = run.phases[name]
   k, total = phase.data.accumulation, phase.optim.steps
   step_fn = make_train_step(phase.trainable, mesh, run.mesh, remat=run.precision.remat)
@@ -158,10 +160,20 @@ def fit(run: Run, name: str, model: NanoEmoX, optimizer: nnx.Optimizer, mesh: ja
         raise Interrupted(stop[0], step, ckpt.directory)
       if step % phase.checkpoint_every == 0 and step < total:
         save(step)
+      if phase.export_every and step % phase.export_every == 0:
+        export(run, name, model, out / "exports" / f"step_{step}")
   if start < total:  # else a run stopped after its last update (e.g. in the held-out scoring): nothing new
     save(total, done=True)
   ckpt.wait()
   return metrics
+
+
+def export(run: Run, name: str, model: NanoEmoX, folder: Path) -> Path:
+  """`folder` becomes a model folder (`checkpoints.parts.export`) of `model` as trained by phase `name`; every
+  process calls it."""
+  return parts.export(model, run.paths.parts, folder, name, run.paths.tokenizer_folder(),
+                      write_files=jax.process_index() == 0)
+
 
 def stack(batch: Batch, k: int) -> Batch:
   """[k*b, ...] -> [k, b, ...] micro-batches."""
@@ -229,13 +241,12 @@ def run_phase(run: Run, name: str, workdir: str | Path, resume: bool = False) ->
                         enabled=jax.process_index() == 0)
   began = time.perf_counter()
   try:
-    metrics = fit(run, name, model, optimizer, mesh, data, ckpt, start, telemetry)
+    metrics = fit(run, name, model, optimizer, mesh, data, ckpt, start, telemetry, out)
   finally:
     telemetry.close()
     data.close()
   seconds = time.perf_counter() - began
-  parts.export(model, run.paths.parts, out / "model", name, run.paths.tokenizer_folder(),
-               write_files=jax.process_index() == 0)
+  export(run, name, model, out / "model")
   results = {"phase": name, "trainable": phase.trainable, "steps": phase.optim.steps, "resumed_from": start,
              "trainable_params": param_count(nnx.state(model, trainable)), "seconds": seconds, "final": metrics,
              "held_out": score(run, name, model, tokenizer)}
@@ -302,6 +313,9 @@ def ordered(run: Run) -> Run:
 def run(config: Run, workdir: str | Path, resume: bool = False) -> list[dict[str, Any]]:
   """The phases of `config` in its strategy's order (the baseline first when `config.baseline`); their results."""
   config = ordered(config)
+  if jax.process_index() == 0:  # what `python -m nanoemox_jax.train.export` rebuilds the model from
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    (Path(workdir) / CONFIG).write_text(json.dumps(fields.to_dict(config), indent=1))
   results = [baseline(config, workdir)] if config.baseline else []
   results += [run_phase(config, name, workdir, resume) for name in config.order]
   if jax.process_index() == 0 and len(config.order) > 1:

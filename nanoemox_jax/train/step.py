@@ -40,7 +40,7 @@ class OptimConfig:
   weight_decay: float = 0.05
   b1: float = 0.9
   b2: float = 0.999
-  clip_norm: float = 1.0
+  clip_norm: float = 0.0  # global-norm clipping threshold; 0: off, as in the paper and the authors' runner
   max_nonfinite: int = 10  # consecutive skipped (non-finite) updates that stop a training run
 
   def __post_init__(self):
@@ -61,10 +61,12 @@ def schedule(cfg: OptimConfig) -> optax.Schedule:
 
 
 def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
-  """Global-norm clipping, AdamW (no decay on biases, norms and other 1-D parameters), skip non-finite updates."""
+  """AdamW (no decay on biases, norms and other 1-D parameters) after global-norm clipping when `clip_norm` > 0,
+  skipping non-finite updates."""
   decay_mask = lambda params: jax.tree.map(lambda x: x.ndim >= 2, params)
-  tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
-                   optax.adamw(schedule(cfg), cfg.b1, cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask))
+  tx = optax.adamw(schedule(cfg), cfg.b1, cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask)
+  if cfg.clip_norm > 0:
+    tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), tx)
   # The loop stops a run of non-finite steps itself; apply_if_finite only skips and counts them.
   return optax.apply_if_finite(tx, max_consecutive_errors=2**30)
 
