@@ -4,8 +4,10 @@ the prompt and target, media files built to fail in known ways, and replays of s
 from __future__ import annotations
 
 import collections
+import csv
 import dataclasses
 import json
+from pathlib import Path
 
 import grain
 import jax
@@ -19,13 +21,16 @@ from nanoemox_jax.data import media, pipeline, templates
 from nanoemox_jax.data.features import build_cache, media_key
 from nanoemox_jax.data.manifest import Record, Turn, write_jsonl
 from nanoemox_jax.data.pipeline import MixSource, Pipeline, PipelineConfig
+from nanoemox_jax.data.sources import read_source
 from nanoemox_jax.data.tokenizer import BUNDLED, PLACEHOLDERS, Tokenizer
 from nanoemox_jax.model.nanoemox import IGNORE, Batch, NanoEmoX, check_placeholders
+from nanoemox_jax.train.config import TASK_ORDER, paper_phase
 from tests.test_media import tone, write_av, write_cv2_video
 
 FOLDER = BUNDLED  # the Qwen2 tokenizer files shipped with the package
 TINY = presets.tiny()
-TASK_OF = {"erg_emotion": "erg"}
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "nanoemox_official"
 PLACEHOLDER_COUNTS = {"audio_tokens": 8, "frame_tokens": 8, "face_tokens": 4, "multi_tokens": 1}  # tiny preset
 
 
@@ -82,29 +87,64 @@ def assert_same(a: list[Batch], b: list[Batch]):
 
 # ----------------------------------------------------------------------------- mixture
 
-def test_phase3_mixture_matches_the_task_ratio_over_10000_draws(tmp_path):
-  mer_caption = [rec("mer", i, candidates=("a",)) for i in range(250)] + [rec("ovmer", i) for i in range(400)]
-  avamerg = [rec("erg", i) for i in range(300)] + [rec("erg_emotion", i) for i in range(120)]
-  write_jsonl(avamerg, tmp_path / "avamerg.jsonl")
-  sources = [pipeline.load_source("mercaptionplus", mer_caption),
-             pipeline.load_source("avamerg", tmp_path / "avamerg.jsonl"),
-             pipeline.load_source("merr", [rec("eri", i) for i in range(500)]),
-             pipeline.load_source("mintrec", [rec("mir", i) for i in range(90)])]
-  tasks = pipeline.by_task(sources)
-  assert {s.name: len(s.records) for s in tasks} == {"mer": 250, "ovmer": 400, "mir": 90, "eri": 500, "erg": 420}
-  ds = pipeline.mixture(tasks, seed=3)
+PHASE3 = paper_phase("3")  # the paper's phase-3 datasets, task weights (TASK_ORDER) and seed
+# Annotation files the readers take: the authors' real files in ../shared where there are any, else fixtures in
+# the authors' formats (tests/fixtures/README.md), also read by tests/test_sources.py.
+PHASE3_FIXTURES = {name: FIXTURES / name for name in PHASE3.data.train}
+PHASE3_REAL = PHASE3_FIXTURES | {"merr_fine": OFFICIAL / "MERR_fine_grained.first150.json",
+                                 "mintrec": OFFICIAL / "train_MIntRec_ann.json",
+                                 "mintrec2": OFFICIAL / "train_MIntRec2_ann.json"}
+
+
+def annotation(path: Path, name: str) -> Path:
+  return path / name if path.is_dir() else path
+
+
+def phase3_pool_sizes(files: dict[str, Path]) -> dict[str, int]:
+  """Records per phase-3 task, counted in the annotation files themselves: MER = AvaMERG turns (their speaker
+  emotion), ERG = AvaMERG turns, OV-MER = MER-Caption+ rows, ERI = MER-Caption+ rows with a reason + MERR items,
+  MIR = MIntRec + MIntRec2.0 items."""
+  load = lambda name, file: json.loads(annotation(files[name], file).read_text(encoding="utf-8"))
+  rows = lambda file: list(csv.DictReader((files["mercaptionplus"] / file).read_text(encoding="utf-8").splitlines()))
+  turns = sum(len(c["turns"]) for c in load("avamerg", "train.json"))
+  ov = {r["name"] for r in rows("track2_train_mercaptionplus.csv")}
+  reasons = sum(r["name"] in ov and bool(r["reason"]) for r in rows("track3_train_mercaptionplus.csv"))
+  return {"mer": turns, "ovmer": len(ov), "mir": len(load("mintrec", "train_MIntRec_ann.json")) +
+          len(load("mintrec2", "train_MIntRec2_ann.json")), "eri": reasons +
+          len(load("merr_fine", "MERR_fine_grained.json")), "erg": turns}
+
+
+@pytest.mark.parametrize("files", [PHASE3_FIXTURES, pytest.param(PHASE3_REAL, marks=pytest.mark.skipif(
+    not OFFICIAL.is_dir(), reason=f"the authors' annotation files are not at {OFFICIAL}"))], ids=["fixtures", "real"])
+def test_phase3_mixture_of_reader_records_matches_the_paper_ratio_over_10000_draws(tok, tmp_path, files):
+  manifests = {}
+  for name in PHASE3.data.train:  # as `python -m nanoemox_jax.data.prepare` writes them
+    manifests[name] = tmp_path / f"{name}_train.jsonl"
+    write_jsonl(read_source(name, files[name])[0], manifests[name])
+  weights = dict(zip(TASK_ORDER, PHASE3.data.task_weights))  # as `train.loop.make_data` passes them
+  tasks = pipeline.by_task([pipeline.load_source(name, path) for name, path in manifests.items()], weights)
+  assert {s.name: len(s.records) for s in tasks} == phase3_pool_sizes(files)
+  assert {s.name: {r.task for r in s.records} for s in tasks} == {
+      "mer": {"erg_emotion"}, "ovmer": {"ovmer"}, "mir": {"mir"}, "eri": {"eri"}, "erg": {"erg"}}
+  # 10,000 draws of the training sampler: the shares are the paper's 18 : 28 : 5 : 31 : 18.
+  ds = pipeline.mixture(tasks, PHASE3.seed)
   draws = [ds[i] for i in range(10_000)]
-  counts = collections.Counter(tasks[i].name for i, _ in draws)
-  ratio = {"mer": 18, "ovmer": 28, "mir": 5, "eri": 31, "erg": 18}
-  for task, share in ratio.items():
-    assert abs(counts[task] / 10_000 - share / 100) <= 0.02, (task, counts)
-  # Whole shuffle windows hold a prefix of every source's epochs: each record is drawn n or n + 1 times.
-  for task in tasks:
-    per_record = collections.Counter(r.id for _, r in draws[:9 * 1024] if TASK_OF.get(r.task, r.task) == task.name)
-    assert len(per_record) == len(task.records) and max(per_record.values()) - min(per_record.values()) <= 1
+  shares = collections.Counter(tasks[i].name for i, _ in draws)
+  for task, weight in weights.items():
+    assert abs(shares[task] / 10_000 - weight / 100) <= 0.02, (task, shares)
+  # ... which is what the phase's pipeline delivers, sample for sample.
+  config = PipelineConfig(batch_size=8, buckets=(1024,), seed=PHASE3.seed)
+  it = iter(pipeline.build(manifests, tok, TINY, config, task_weights=weights))
+  batches(it, 5)
+  assert it.stats.samples == collections.Counter(tasks[i].name for i, _ in draws[:40]) and it.stats.skipped == {}
+  # Whole shuffle windows hold a prefix of every pool's epochs: each record is drawn n or n + 1 times.
+  for i, task in enumerate(tasks):
+    per_record = collections.Counter(r.id for k, r in draws[:9 * 1024] if k == i)
+    counts = [per_record[r.id] for r in task.records]
+    assert len({r.id for r in task.records}) == len(counts) and max(counts) - min(counts) <= 1, task.name
   # Another seed, another order; same seed, same order.
-  assert [r.id for _, r in draws[:50]] == [r.id for _, r in (pipeline.mixture(tasks, seed=3)[i] for i in range(50))]
-  assert [r.id for _, r in draws[:50]] != [r.id for _, r in (pipeline.mixture(tasks, seed=4)[i] for i in range(50))]
+  ids = lambda seed: [r.id for _, r in (pipeline.mixture(tasks, seed)[i] for i in range(50))]
+  assert ids(PHASE3.seed) == [r.id for _, r in draws[:50]] != ids(PHASE3.seed + 1)
 
 
 def test_subsample_keeps_a_fixed_random_subset():

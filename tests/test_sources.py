@@ -1,5 +1,6 @@
 """Dataset readers and the prepare CLI, on the real annotation files in ../shared and on fixtures
-written in each upstream format (the format's source is cited beside each fixture)."""
+written in each upstream format (the format's source is cited beside each fixture, or in
+tests/fixtures/README.md for the files there)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from nanoemox_jax.data.sources.common import SourceError
 ROOT = Path(__file__).resolve().parents[1]
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 OFFICIAL = REAL / "nanoemox_official"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real annotation samples not found at {REAL}")
 
 
@@ -111,11 +113,13 @@ def test_emer_csv():
   assert all(r.task == "eri" and r.split == "test" for r in records)
 
 
-@needs_real
-def test_merr_fine_excerpt():
-  data = json.loads((OFFICIAL / "MERR_fine_grained.first150.json").read_text(encoding="utf-8"))
-  records, _ = read_source("merr_fine", OFFICIAL / "MERR_fine_grained.first150.json")
-  assert len(records) == len(data) == 150
+@pytest.mark.parametrize("path, count", [
+    pytest.param(OFFICIAL / "MERR_fine_grained.first150.json", 150, marks=needs_real),
+    (FIXTURES / "merr_fine" / "MERR_fine_grained.json", 3)])
+def test_merr_fine_json(path, count):
+  data = json.loads(path.read_text(encoding="utf-8"))
+  records, _ = read_source("merr_fine", path)
+  assert len(records) == len(data) == count
   assert [(r.id, r.subtitle, r.target, r.labels) for r in records] == [
       (k, v["text"], v["smp_reason_caption"], (v["pseu_emotion"],)) for k, v in data.items()]
   first = next(iter(data.values()))
@@ -139,7 +143,7 @@ def conversation_json(path: Path, key: str, items: list[tuple[str, str, str]]) -
   return write(path, json.dumps(data, ensure_ascii=False))
 
 
-def test_m3ed_and_caer_ferv39k_conversation_json(tmp_path):
+def test_m3ed_caer_and_ferv39k_conversation_json(tmp_path):
   conversation_json(tmp_path / "m3ed_annotaton.json", "audios", [
       ("/x/audio/A_1.wav", "你好", "happy"), ("/x/audio/A_2.wav", "走开", "anger")])
   records, _ = read_source("m3ed", tmp_path)  # the folder's default file name is the authors' (sic)
@@ -151,13 +155,32 @@ def test_m3ed_and_caer_ferv39k_conversation_json(tmp_path):
       ("/x/Anger/0001.avi", "", "anger"), ("/y/Sad/0001.avi", "", "sad"), ("/z/clip.mp4", "", "surprise")])
   write(tmp_path / "media" / "video" / "0001.avi", "")
   write(tmp_path / "media" / "clip.mp4", "")
-  for dataset in ("caer", "ferv39k"):
-    records, missing = read_source(dataset, caer, media_root=tmp_path / "media")
-    assert [r.id for r in records] == ["0001", "0001#2", "clip"]  # repeated names are kept, not merged
-    assert [r.video for r in records] == [str(tmp_path / "media" / "video" / "0001.avi")] * 2 + [
-        str(tmp_path / "media" / "clip.mp4")]
-    assert missing == [] and all(r.audio is None for r in records)
-    assert records[1].candidates == templates.CANDIDATES["caer_ferv39k"]
+  records, missing = read_source("caer", caer, media_root=tmp_path / "media")  # .avi: CAER's (see below)
+  assert [r.id for r in records] == ["0001", "0001#2"]  # repeated names are kept, not merged
+  assert [r.video for r in records] == [str(tmp_path / "media" / "video" / "0001.avi")] * 2
+  assert missing == [] and all(r.audio is None for r in records)
+  assert records[1].candidates == templates.CANDIDATES["caer_ferv39k"]
+  (record,), missing = read_source("ferv39k", caer, media_root=tmp_path / "media")
+  assert (record.id, record.video, missing) == ("clip", str(tmp_path / "media" / "clip.mp4"), [])
+
+
+def test_caer_and_ferv39k_each_keep_their_own_items_of_the_combined_file(tmp_path):
+  # The authors' combined caer_ferv39k_ann.json (their caer_ferv39k_dataset.py) with video paths of both kinds.
+  path = FIXTURES / "caer_ferv39k" / "caer_ferv39k_ann.json"
+  items = [(PurePosixPath(x["videos"][0]).name, x["messages"][1]["content"])
+           for x in json.loads(path.read_text(encoding="utf-8"))]
+  caer, _ = read_source("caer", path.parent)
+  ferv, _ = read_source("ferv39k", path.parent)
+  got = {name: [(r.meta["media_name"], r.labels[0]) for r in records] for name, records in (("caer", caer),
+                                                                                            ("ferv39k", ferv))}
+  # by folder (CAER/, FERV39k/, caer/, ferv39k_avi/), else by container (.avi: CAER) in the flat CAER_FERV39K/
+  assert got == {"caer": [items[0], items[2], items[3], items[6]], "ferv39k": [items[1], items[4], items[5]]}
+  assert sorted(got["caer"] + got["ferv39k"]) == sorted(items) and len(set(items)) == len(items) == 7
+  assert [r.id for r in caer] == ["Anger_0001", "0002", "0002#2", "Surprise_0005"]
+  assert all(r.dataset == "caer" for r in caer) and all(r.dataset == "ferv39k" for r in ferv)
+  conversation_json(tmp_path / "ferv_only.json", "videos", [("/d/CAER_FERV39K/video/x.mp4", "", "sad")])
+  with pytest.raises(SourceError, match="ferv_only.json: none of its 1 items is caer's"):
+    read_source("caer", tmp_path / "ferv_only.json")
 
 
 def test_mintrec2_official_tsv(tmp_path):
@@ -177,12 +200,14 @@ def test_mintrec2_official_tsv(tmp_path):
 
 def test_mercaptionplus_and_ovmerd_csvs(tmp_path):
   # MER2025 track files as read by Nano-EmoX mercaptionplus_dataset.py / ovmerd_dataset.py.
-  write(tmp_path / "track2_train_mercaptionplus.csv", 'name,openset\nsamplenew_1,"[\'happy\', \'excited\']"\n'
-                                                      "samplenew_2,[]\nsamplenew_3,\"sad, tired\"\n")
-  write(tmp_path / "track3_train_mercaptionplus.csv", "name,reason\nsamplenew_1,She smiles.\nsamplenew_3,He sighs.\n")
-  write(tmp_path / "subtitle_chieng.csv", "name,chinese,english\nsamplenew_1,好,Good.\nsamplenew_2,,\n")
-  records, _ = read_source("mercaptionplus", tmp_path)
-  assert [(r.id, r.task, r.labels, r.subtitle) for r in records] == [
+  folder = FIXTURES / "mercaptionplus"  # the first three items hand-written, the rest generated alike
+  records, _ = read_source("mercaptionplus", folder)
+  ov = csv_rows(folder / "track2_train_mercaptionplus.csv")
+  reasons = {row["name"]: row["reason"] for row in csv_rows(folder / "track3_train_mercaptionplus.csv")}
+  want = [(row["name"], "ovmer") for row in ov] + [(f"{row['name']}#eri", "eri") for row in ov
+                                                   if reasons.get(row["name"])]
+  assert sorted((r.id, r.task) for r in records) == sorted(want) and len(ov) == 120
+  assert [(r.id, r.task, r.labels, r.subtitle) for r in records[:5]] == [
       ("samplenew_1", "ovmer", ("happy", "excited"), "Good."), ("samplenew_1#eri", "eri", ("happy", "excited"), "Good."),
       ("samplenew_2", "ovmer", ("neutral",), ""), ("samplenew_3", "ovmer", ("sad", "tired"), ""),
       ("samplenew_3#eri", "eri", ("sad", "tired"), "")]
@@ -193,32 +218,12 @@ def test_mercaptionplus_and_ovmerd_csvs(tmp_path):
   assert (rec.task, rec.split, rec.labels, rec.meta["reason"]) == ("ovmer", "test", ("worried",), "Frowning.")
 
 
-def utterance(index: int, role: str, text: str) -> dict:
-  return {"index": index, "role": role, "utterance": text}
-
-
-def chain(emotion: str, scenario: str, cause: str, goal: str) -> dict:
-  return {"speaker_emotion": emotion, "event_scenario": scenario, "emotion_cause": cause, "goal_to_response": goal}
-
-
-AVAMERG = [{
-    "conversation_id": "00012", "speaker_profile": {"ID": 3, "age": "young"}, "listener_profile": {"ID": 8},
-    "topic": "work",
-    "turns": [
-        {"turn_id": "1", "context": "job loss", "dialogue_history": [utterance(0, "speaker", "I lost my job.")],
-         "response": "That sounds hard.", "chain_of_empathy": chain("sadness", "fired", "no income", "comfort")},
-        {"turn_id": "2", "context": "job loss",
-         "dialogue_history": [utterance(0, "speaker", "I lost my job."), utterance(1, "listener", "That sounds hard."),
-                              utterance(2, "speaker", "I feel useless.")],
-         "response": "You are not useless.", "chain_of_empathy": chain("helpless", "fired", "self-blame", "reassure")}]}]
-
-
 def test_avamerg_turns_and_last_turn_test(tmp_path):
   # Structure read by Nano-EmoX datasets/datasets/avamerg_dataset.py (train.json / v_test_v5_0.json).
-  write(tmp_path / "train.json", json.dumps(AVAMERG))
-  write(tmp_path / "v_test_v5_0.json", json.dumps(AVAMERG))
-  records, missing = read_source("avamerg", tmp_path)
-  assert [(r.id, r.task) for r in records] == [
+  avamerg = json.loads((FIXTURES / "avamerg" / "train.json").read_text(encoding="utf-8"))
+  records, missing = read_source("avamerg", FIXTURES / "avamerg")  # conversation 0 hand-written, the rest generated
+  assert len(records) == 2 * sum(len(c["turns"]) for c in avamerg) == 2 * (2 + 39 * 3)
+  assert [(r.id, r.task) for r in records[:4]] == [
       ("dia00012utt2_3", "erg"), ("dia00012utt2_3#erg_emotion", "erg_emotion"),
       ("dia00012utt4_3", "erg"), ("dia00012utt4_3#erg_emotion", "erg_emotion")]
   last = records[2]
@@ -228,10 +233,12 @@ def test_avamerg_turns_and_last_turn_test(tmp_path):
                          "speaker is helpless\nThirdly, the emotion cause is self-blame\nFourthly, the goal to response "
                          "is reassure</think>\n You are not useless.")
   assert records[3].target == "The emotion of the speaker is helpless." and last.meta["context"] == "job loss"
-  assert missing[0] == str(tmp_path / "video" / "dia00012utt2_3.mp4")
+  assert missing[0] == str(FIXTURES / "avamerg" / "video" / "dia00012utt2_3.mp4")
+  write(tmp_path / "v_test_v5_0.json", json.dumps(avamerg))
   test, _ = read_source("avamerg", tmp_path, "test")
-  assert [(r.id, r.task, r.labels) for r in test] == [("dia00012utt4_3", "erg", ("helpless",))]
-  bad = json.loads(json.dumps(AVAMERG))
+  assert (test[0].id, test[0].task, test[0].labels) == ("dia00012utt4_3", "erg", ("helpless",))
+  assert [r.labels[0] for r in test] == [c["turns"][-1]["chain_of_empathy"]["speaker_emotion"] for c in avamerg]
+  bad = json.loads(json.dumps(avamerg))
   del bad[0]["turns"][1]["chain_of_empathy"]["emotion_cause"]
   write(tmp_path / "bad" / "train.json", json.dumps(bad))
   with pytest.raises(SourceError, match="conversation 0 turn 1 chain_of_empathy: missing field 'emotion_cause'"):

@@ -40,7 +40,9 @@ from nanoemox_jax.model.nanoemox import IGNORE, Batch, NanoEmoXConfig, check_pla
 MEDIA_FAILURES = ("mask", "skip")  # a media error masks its modality, or drops the sample
 OVERLONG = ("truncate", "skip")  # an over-long sample loses the end of its target, or is dropped (authors)
 PHASE3_TASK_WEIGHTS = {"mer": 18, "ovmer": 28, "mir": 5, "eri": 31, "erg": 18}  # paper, P2E phase 3
-TASK_GROUPS = {"erg_emotion": "erg"}  # AvaMERG's auxiliary speaker-emotion item counts towards ERG
+# Record task -> the phase-3 task whose share it draws from: AvaMERG's speaker-emotion items are the paper's MER
+# share (the authors' `hybird` AvaMERG alternates `empathic_response_with_coe` and `emotion_recognition`).
+TASK_GROUPS = {"erg_emotion": "mer"}
 _TEMPLATE_ARGS = {"<AudioHere>": "audio_tokens", "<FrameHere>": "frame_tokens", "<FaceHere>": "face_tokens",
                   "<MultiHere>": "multi_tokens"}
 log = logging.getLogger(__name__)
@@ -75,7 +77,8 @@ def load_source(name: str, manifest: str | Path | Sequence[Record], weight: floa
 
 def by_task(sources: Sequence[MixSource], weights: Mapping[str, float] = PHASE3_TASK_WEIGHTS) -> list[MixSource]:
   """Pools the records of `sources` into one source per task weighted by `weights` (phase 3's ratio is
-  per task); within a task, records are drawn uniformly. A task without records is left out (logged)."""
+  per task; a record's task is grouped by `TASK_GROUPS`); within a task, records are drawn uniformly. A task
+  without records is left out (logged)."""
   pools = {task: [] for task in weights}
   for source in sources:
     for r in source.records:
@@ -165,12 +168,10 @@ class PipelineConfig:
 
 def template_counts(tokenizer: Tokenizer, model: NanoEmoXConfig) -> dict[str, int]:
   """`templates.build_example` keyword -> placeholder tokens per sample, checked against the tokenizer."""
+  tokenizer.check_model(model)
   names = {i: p for p, i in tokenizer.placeholder_ids.items()}
   counts = dict.fromkeys(_TEMPLATE_ARGS.values(), 1)  # a disabled branch keeps one (unreplaced) placeholder
   for token_id, n in model.placeholder_counts.items():
-    if names.get(token_id) not in _TEMPLATE_ARGS:
-      raise ValueError(f"model placeholder id {token_id} is not a modality placeholder of the tokenizer "
-                       f"{ {p: i for p, i in tokenizer.placeholder_ids.items() if p in _TEMPLATE_ARGS} }")
     counts[_TEMPLATE_ARGS[names[token_id]]] = n
   return counts
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import ml_collections
 
+from nanoemox_jax.data.pipeline import PHASE3_TASK_WEIGHTS as PHASE3_MIXTURE
 from nanoemox_jax.data.tokenizer import BUNDLED
 from nanoemox_jax.model import fields, presets
 from nanoemox_jax.model.nanoemox import NanoEmoXConfig
@@ -27,8 +28,8 @@ from nanoemox_jax.train.step import OptimConfig
 # Curriculum strategy -> phase order (keys of `Run.phases`); "listed": the phases as given (a phase file).
 STRATEGIES = {"p2e": ("phase1a", "phase1b", "phase2", "phase3"), "joint": ("joint",),
               "reverse": ("phase3", "phase2", "phase1b", "phase1a")}
-TASK_ORDER = ("mer", "ovmer", "mir", "eri", "erg")  # the order of `Data.task_weights`
-PHASE3_TASK_WEIGHTS = (18.0, 28.0, 5.0, 31.0, 18.0)  # the paper's phase-3 mixture (DESIGN.md §2)
+TASK_ORDER = tuple(PHASE3_MIXTURE)  # the order of `Data.task_weights`: mer, ovmer, mir, eri, erg
+PHASE3_TASK_WEIGHTS = tuple(float(PHASE3_MIXTURE[t]) for t in TASK_ORDER)  # the paper's phase-3 mixture
 
 
 @dataclasses.dataclass(frozen=True)

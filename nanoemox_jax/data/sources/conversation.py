@@ -4,6 +4,9 @@ A list of `{"messages": [{"role": "user", "content": subtitle}, {"role": "assist
 "audios"|"videos": [path]}`; the item name is the media file's stem (their `*_dataset.py` classes:
 crema, m3ed, caer_ferv39k, mintrec, mintrec2). The absolute paths in the file are the authors'
 machine's, so media are looked up by file name under the media root (`audio/`, `video/` or the root).
+
+`caer` and `ferv39k` share the authors' combined `caer_ferv39k_ann.json` (their one `caer_ferv39k`
+dataset); each keeps only its own items (`combined_member`), so preparing both gives every item once.
 """
 
 from __future__ import annotations
@@ -24,13 +27,37 @@ class Settings:
   candidates: tuple[str, ...]  # empty: the question has no candidate list
   files: dict[str, str]  # split -> file name inside a dataset folder
   separate_audio: bool = False  # a video dataset whose audio the authors read from audio/<name>.wav
+  member: str = ""  # of the combined CAER/FERV39k file: keep only the items `combined_member` gives this name
+
+
+COMBINED = ("caer", "ferv39k")
+
+
+def combined_member(file: PurePosixPath) -> str:
+  """"caer" or "ferv39k": whose item of `caer_ferv39k_ann.json` the video path `file` is.
+
+  A folder of the path that names one of the two datasets (case-insensitive, e.g. `.../CAER/train/Anger/`,
+  `.../FERV39k/...`) decides; a folder naming both (the authors' flat `CAER_FERV39K/video/`) says nothing.
+  Otherwise the container decides: `.avi` is CAER's (CAER ships AVI clips), anything else FERV39k's
+  (FERV39k ships frame folders, so its clips are re-encoded, `.mp4` in the authors' loader).
+  """
+  named = set()
+  for folder in file.parent.parts:
+    hits = [name for name in COMBINED if name in folder.lower()]
+    if len(hits) == 1:
+      named.add(hits[0])
+  if len(named) == 1:
+    return named.pop()
+  return "caer" if file.suffix.lower() == ".avi" else "ferv39k"
 
 
 SETTINGS = {
     "cremad": Settings("mer", "audios", templates.CANDIDATES["cremad"], {"train": "crema_d_annotations.json"}),
     "m3ed": Settings("mer", "audios", (), {"train": "m3ed_annotaton.json"}),
-    "caer": Settings("mer", "videos", templates.CANDIDATES["caer_ferv39k"], {"train": "caer_ferv39k_ann.json"}),
-    "ferv39k": Settings("mer", "videos", templates.CANDIDATES["caer_ferv39k"], {"train": "caer_ferv39k_ann.json"}),
+    "caer": Settings("mer", "videos", templates.CANDIDATES["caer_ferv39k"], {"train": "caer_ferv39k_ann.json"},
+                     member="caer"),
+    "ferv39k": Settings("mer", "videos", templates.CANDIDATES["caer_ferv39k"], {"train": "caer_ferv39k_ann.json"},
+                        member="ferv39k"),
     "mintrec": Settings("mir", "videos", templates.CANDIDATES["mintrec"],
                         {"train": "train_MIntRec_ann.json", "test": "test_MIntRec_ann.json"}, separate_audio=True),
     "mintrec2": Settings("mir", "videos", templates.CANDIDATES["mintrec2"],
@@ -41,8 +68,9 @@ SETTINGS = {
 def read(dataset: str, src: Path, split: str, media: Media) -> list[Record]:
   s = SETTINGS[dataset]
   path = pick_file(src, split, s.files)
+  data = as_list(load_json(path), str(path))
   items = []
-  for i, item in enumerate(as_list(load_json(path), str(path))):
+  for i, item in enumerate(data):
     where = f"{path} item {i}"
     messages = need(item, "messages", where)
     if not isinstance(messages, list) or len(messages) < 2:
@@ -52,7 +80,12 @@ def read(dataset: str, src: Path, split: str, media: Media) -> list[Record]:
       raise SourceError(f"{where}: field {s.media_key!r} must be a non-empty list of paths")
     subtitle = need(messages[0], "content", f"{where} messages[0]")
     label = need(messages[1], "content", f"{where} messages[1]")
-    items.append((PurePosixPath(files[0].replace("\\", "/")), subtitle, label))
+    file = PurePosixPath(files[0].replace("\\", "/"))
+    if not s.member or combined_member(file) == s.member:
+      items.append((file, subtitle, label))
+  if data and not items:
+    raise SourceError(f"{path}: none of its {len(data)} items is {dataset}'s (a folder naming CAER or FERV39k "
+                      "decides, else .avi is CAER's)")
   records = []
   for rid, (file, subtitle, label) in zip(unique_ids(f.stem for f, _, _ in items), items):
     if s.media_key == "audios":
