@@ -68,30 +68,37 @@ def read_torch_bin(path: Path) -> dict[str, np.ndarray]:
       k: v for k, v in obj.items() if not isinstance(v, torch.Tensor)}
 
 
-def read_checkpoint(src: str | Path) -> dict[str, np.ndarray]:
-  """All tensors of an HF checkpoint: a folder (sharded index, single file) or one file."""
+def checkpoint_files(src: str | Path) -> list[Path]:
+  """The weight files of an HF checkpoint that `read_checkpoint` reads: the file itself, a folder's sharded
+  index's shards, its model.safetensors / pytorch_model.bin, or its only *.safetensors file."""
   src = Path(src)
   if not src.exists():
     raise ConversionError(f"{src}: no such file or folder")
   if src.is_file():
-    return read_safetensors(src) if src.suffix == ".safetensors" else read_torch_bin(src)
-  for index_name, reader in (("model.safetensors.index.json", read_safetensors),
-                             ("pytorch_model.bin.index.json", read_torch_bin)):
+    return [src]
+  for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
     if (src / index_name).exists():
       shards = sorted(set(json.loads((src / index_name).read_text())["weight_map"].values()))
-      tensors: dict[str, np.ndarray] = {}
-      for shard in tqdm(shards, desc=f"reading {src.name}", unit="shard", disable=len(shards) < 2):
-        if not (src / shard).exists():
-          raise ConversionError(f"{src / index_name}: shard {shard} is missing")
-        tensors.update(reader(src / shard))
-      return tensors
+      missing = [shard for shard in shards if not (src / shard).exists()]
+      if missing:
+        raise ConversionError(f"{src / index_name}: shard {missing[0]} is missing")
+      return [src / shard for shard in shards]
   for name in ("model.safetensors", "pytorch_model.bin"):
     if (src / name).exists():
-      return read_checkpoint(src / name)
-  found = sorted(p.name for p in src.glob("*.safetensors"))
+      return [src / name]
+  found = sorted(src.glob("*.safetensors"))
   if len(found) == 1:
-    return read_safetensors(src / found[0])
+    return found
   raise ConversionError(f"{src}: no model.safetensors(.index.json) or pytorch_model.bin(.index.json) found")
+
+
+def read_checkpoint(src: str | Path) -> dict[str, np.ndarray]:
+  """All tensors of an HF checkpoint: a folder (sharded index, single file) or one file."""
+  files = checkpoint_files(src)
+  tensors: dict[str, np.ndarray] = {}
+  for path in tqdm(files, desc=f"reading {Path(src).name}", unit="shard", disable=len(files) < 2):
+    tensors.update(read_safetensors(path) if path.suffix == ".safetensors" else read_torch_bin(path))
+  return tensors
 
 
 def read_hf_config(src: Path, from_hf: Callable[[dict, str], Any]) -> Any:

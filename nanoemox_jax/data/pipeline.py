@@ -344,10 +344,17 @@ def build(manifests: Mapping[str, str | Path | Sequence[Record]], tokenizer: Tok
   (default 1 each) after the one-time `subsample[name]` fraction; with `task_weights` (phase 3:
   `PHASE3_TASK_WEIGHTS`) the records are pooled and mixed per task instead. With `features` (see
   `data.features.build_cache`) batches carry cached tower features instead of decoded media."""
+  return Pipeline(sources(manifests, config.seed, weights, subsample, task_weights), tokenizer, model, config,
+                  shard, features)
+
+
+def sources(manifests: Mapping[str, str | Path | Sequence[Record]], seed: int,
+            weights: Mapping[str, float] | None = None, subsample: Mapping[str, float] | None = None,
+            task_weights: Mapping[str, float] | None = None) -> list[MixSource]:
+  """What `build` mixes (see there): one source per manifest, or per task with `task_weights`."""
   for what, keys in (("weights", weights), ("subsample", subsample)):
     if unknown := set(keys or ()) - set(manifests):
       raise ValueError(f"{what} names {sorted(unknown)}, which are not among the manifests {sorted(manifests)}")
-  sources = [load_source(name, m, (weights or {}).get(name, 1.0), (subsample or {}).get(name), config.seed)
+  per_set = [load_source(name, m, (weights or {}).get(name, 1.0), (subsample or {}).get(name), seed)
              for name, m in manifests.items()]
-  return Pipeline(by_task(sources, task_weights) if task_weights else sources, tokenizer, model, config, shard,
-                  features)
+  return by_task(per_set, task_weights) if task_weights else per_set

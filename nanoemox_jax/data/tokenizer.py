@@ -1,7 +1,9 @@
-"""The Qwen2 byte-level BPE tokenizer built offline from an HF folder (vocab.json + merges.txt).
+"""The Qwen2 byte-level BPE tokenizer built offline from an HF folder (vocab.json + merges.txt, or tokenizer.json).
 
 Corresponds to HF `Qwen2TokenizerFast`: NFC normalisation, Qwen's pre-tokenizer regex, byte-level
-BPE, added tokens from `tokenizer_config.json`, plus Nano-EmoX's five modality placeholders.
+BPE, added tokens from `tokenizer_config.json` (or tokenizer.json's `added_tokens`), plus Nano-EmoX's five
+modality placeholders right after them: ids 151646-151650 with Qwen2's 3 added tokens, 151665-151669 with
+Qwen2.5's 22. The model's placeholder ids must be this tokenizer's (`Tokenizer.check_model`).
 """
 
 from __future__ import annotations
@@ -10,14 +12,21 @@ import json
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
+if TYPE_CHECKING:
+  from nanoemox_jax.model.nanoemox import NanoEmoXConfig
+
 PRETOKENIZE_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                      r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 PLACEHOLDERS = ("<ImageHere>", "<AudioHere>", "<FrameHere>", "<FaceHere>", "<MultiHere>")
+# Placeholder -> the `NanoEmoXConfig` field holding its id (<ImageHere> has no branch).
+MODEL_FIELDS = {"<AudioHere>": "audio_token_id", "<FrameHere>": "frame_token_id", "<FaceHere>": "face_token_id",
+                "<MultiHere>": "multi_token_id"}
 QWEN2_SPECIAL = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645}
 BUNDLED = Path(__file__).resolve().parent / "qwen2_tokenizer"  # the Qwen2 files shipped with the package
 
@@ -27,30 +36,20 @@ class Tokenizer:
 
   def __init__(self, folder: str | Path):
     folder = Path(folder)
-    for name in ("vocab.json", "merges.txt"):
-      if not (folder / name).exists():
-        raise FileNotFoundError(f"{folder}: tokenizer file {name} not found")
-    vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
-    merges = []
-    for line in (folder / "merges.txt").read_text(encoding="utf-8").splitlines():  # the files ship CRLF
-      line = line.rstrip("\r")
-      if line and not line.startswith("#version"):
-        left, _, right = line.partition(" ")
-        merges.append((left, right))
+    config = {}
+    if (folder / "tokenizer_config.json").exists():
+      config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    vocab, merges, added, table = _read_bpe(folder, config)
     tok = tokenizers.Tokenizer(models.BPE(vocab, merges, unk_token=None, fuse_unk=False, byte_fallback=False))
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(tokenizers.Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
-    config = {}
-    if (folder / "tokenizer_config.json").exists():
-      config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-    added = {v["content"]: int(k) for k, v in config.get("added_tokens_decoder", {}).items()} or QWEN2_SPECIAL
     for content, want in sorted(added.items(), key=lambda kv: kv[1]):
       tok.add_special_tokens([tokenizers.AddedToken(content, special=True, normalized=False)])
       if tok.token_to_id(content) != want:
-        raise ValueError(f"{folder / 'tokenizer_config.json'}: added token {content!r} expects id {want}, "
+        raise ValueError(f"{table}: added token {content!r} expects id {want}, "
                          f"got {tok.token_to_id(content)} (ids must follow the vocabulary contiguously)")
     tok.add_special_tokens([tokenizers.AddedToken(p, special=True, normalized=False) for p in PLACEHOLDERS])
     self.folder, self.backend = folder, tok
@@ -59,6 +58,20 @@ class Tokenizer:
     self.pad_id = self.eos_id  # the authors set pad = eos
     self.bos_id = self.token_id("<|im_start|>")
     self.placeholder_ids = {p: self.token_id(p) for p in PLACEHOLDERS}
+
+  @property
+  def model_token_ids(self) -> dict[str, int]:
+    """The `NanoEmoXConfig` token-id fields this tokenizer gives: {"audio_token_id": 151647, ...}."""
+    return {field: self.placeholder_ids[p] for p, field in MODEL_FIELDS.items()}
+
+  def check_model(self, cfg: NanoEmoXConfig) -> None:
+    """Raise ValueError naming each placeholder whose id in `cfg` is not this tokenizer's."""
+    wrong = [f"{p} is {self.placeholder_ids[p]} here, {getattr(cfg, field)} in the model ({field})"
+             for p, field in MODEL_FIELDS.items() if getattr(cfg, field) != self.placeholder_ids[p]]
+    if wrong:
+      raise ValueError(f"tokenizer {self.folder}: placeholder ids differ from the model's: " + "; ".join(wrong)
+                       + " (a model folder records its tokenizer's ids in nanoemox.json: use the tokenizer it was "
+                       "assembled with, or assemble it with this one: python -m converters.assemble)")
 
   def token_id(self, token: str) -> int:
     i = self.backend.token_to_id(token)
@@ -98,6 +111,31 @@ class Tokenizer:
     seqs = {tuple(self.encode(stop))}
     seqs |= {(i,) for i, s in enumerate(self._token_texts) if stop in s}
     return sorted(seqs, key=lambda s: (len(s), s))
+
+
+def _read_bpe(folder: Path, config: dict) -> tuple[dict[str, int], list[tuple[str, str]], dict[str, int], Path]:
+  """(vocab, merges, added token -> id, the file listing the added tokens) from vocab.json + merges.txt and
+  tokenizer_config.json's `added_tokens_decoder` (Qwen2's 3 when it lists none), else from tokenizer.json."""
+  if not (folder / "vocab.json").exists() and (folder / "tokenizer.json").exists():
+    fast = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    model = fast.get("model") or {}
+    if model.get("type") != "BPE":
+      raise ValueError(f"{folder / 'tokenizer.json'}: model.type {model.get('type')!r} is not 'BPE' (Qwen2's)")
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    added = {t["content"]: t["id"] for t in fast.get("added_tokens", [])} or QWEN2_SPECIAL
+    return model["vocab"], merges, added, folder / "tokenizer.json"
+  for name in ("vocab.json", "merges.txt"):
+    if not (folder / name).exists():
+      raise FileNotFoundError(f"{folder}: tokenizer file {name} not found (nor a tokenizer.json)")
+  vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+  merges = []
+  for line in (folder / "merges.txt").read_text(encoding="utf-8").splitlines():  # the files ship CRLF
+    line = line.rstrip("\r")
+    if line and not line.startswith("#version"):
+      left, _, right = line.partition(" ")
+      merges.append((left, right))
+  added = {v["content"]: int(k) for k, v in config.get("added_tokens_decoder", {}).items()} or QWEN2_SPECIAL
+  return vocab, merges, added, folder / "tokenizer_config.json"
 
 
 def _token_str(token: str | dict | None) -> str | None:

@@ -36,6 +36,7 @@ VIDEO_ADAPTER = ("frame_position_embedding", "video_qformer", "video_proj")
 FACE_ADAPTER = ("face_temporal",)
 FUSION = ("fusion",)
 TOWERS = ("clip", "hubert", "face", "llm")  # frozen; converted from the pretrained checkpoints
+TOKEN_ID_FIELDS = ("frame_token_id", "audio_token_id", "face_token_id", "multi_token_id")  # NanoEmoXConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +67,8 @@ class NanoEmoXConfig:
   face_input: str = "crop"  # "crop" (detected face, ImageNet-normalised) or "raw_frames" (authors' code)
   dropout: float = 0.1
   normalize_audio: bool = True  # Wav2Vec2FeatureExtractor do_normalize, per clip
-  # Token ids of the placeholders (the tokenizer's; checked against it by the data pipeline).
+  # Token ids of the placeholders. Defaults: the bundled Qwen2 tokenizer's (`data.tokenizer.BUNDLED`); a model
+  # folder records its own tokenizer's (`checkpoints.parts`), and the data pipeline checks them against it.
   frame_token_id: int = 151648  # <FrameHere>
   audio_token_id: int = 151647  # <AudioHere>
   face_token_id: int = 151649  # <FaceHere>
