@@ -3,8 +3,11 @@ SIGTERM and SIGKILL, phase chaining, curriculum strategies, bad-config errors.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +21,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from nanoemox_jax.checkpoints import parts
+from nanoemox_jax.data.manifest import read_jsonl, write_jsonl
 from nanoemox_jax.data.tokenizer import BUNDLED, Tokenizer
 from nanoemox_jax.demo import config as demo_config
 from nanoemox_jax.demo import parts as demo
@@ -147,6 +151,36 @@ def test_export_turns_kept_checkpoints_into_the_models_the_run_exported(assets, 
   assert "no checkpoint of step(s) [3]" in missing.stderr and "kept: [2, 4, 6]" in missing.stderr
 
 
+def test_dry_run_checks_inputs_and_prints_the_phase3_mixture_without_training(assets, tmp_path):
+  """Phase 3 on the demo corpus: the report gives the paper's task shares over 10,000 draws (within 2 points),
+  the authors' budget and one timed update, and writes nothing. A missing manifest and an unreadable video are
+  both listed (exit 2)."""
+  args = flags(assets, config=f"{ROOT / 'configs/phase3.py'}:tiny", phases=("phase3",))
+  cmd = [sys.executable, "-m", "nanoemox_jax.train", *args, "--dry-run"]
+  done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+  assert done.returncode == 0, done.stdout + done.stderr
+  assert "no problems found" in done.stdout and list(tmp_path.iterdir()) == []
+  line = next(x for x in done.stdout.splitlines() if "draws:" in x)
+  shares = {t: float(v) for t, v in re.findall(r"(\w+) ([\d.]+)%", line)}
+  for task, want in {"mer": 18, "ovmer": 28, "mir": 5, "eri": 31, "erg": 18}.items():
+    assert abs(shares[task] - want) <= 2, line
+  assert f"{STEPS:,} updates of 4 = {4 * STEPS:,} samples; one update" in done.stdout
+
+  data = tmp_path / "data"  # the corpus with a missing training set and a corrupt video
+  shutil.copytree(assets["manifests"], data)
+  records = read_jsonl(data / "mintrec_train.jsonl")
+  (tmp_path / "broken.mp4").write_bytes(b"not a video")
+  write_jsonl([dataclasses.replace(records[0], video=str(tmp_path / "broken.mp4"))] + records[1:],
+              data / "mintrec_train.jsonl")
+  (data / "avamerg_train.jsonl").unlink()
+  bad = subprocess.run(cmd + [f"--config.paths.data={data}"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=900)
+  assert bad.returncode == 2, bad.stdout + bad.stderr
+  assert "problems (3):" in bad.stdout, bad.stdout  # the video, its audio track, the manifest
+  assert f"{data / 'avamerg_train.jsonl'} does not exist" in bad.stdout
+  assert f"record {records[0].id!r}" in bad.stdout and "broken.mp4" in bad.stdout
+
+
 def test_held_out_scores_resume_after_the_last_update_and_existing_runs_need_resume(assets, tmp_path):
   args = flags(assets) + ["--config.phases.phase1a.optim.steps=2", "--config.phases.phase1a.evaluate=True",
                           "--config.phases.phase1a.eval_max_new_tokens=4"]
@@ -166,7 +200,6 @@ def test_held_out_scoring_counts_classification_tasks_only(assets, tmp_path):
   """ERI descriptions and ERG replies are free text: the held-out table scores MER / OV-MER / MIR records."""
   import collections
 
-  from nanoemox_jax.data.manifest import read_jsonl, write_jsonl
   from nanoemox_jax.train.loop import evaluate
 
   mer = assets["manifests"] / "mercaptionplus_test.jsonl"

@@ -10,6 +10,7 @@ import logging
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import ml_collections
@@ -19,8 +20,9 @@ from absl import logging as absl_logging
 from nanoemox_jax.data.media import MediaError
 from nanoemox_jax.data.sources.common import SourceError
 from nanoemox_jax.model.fields import nearest
+from nanoemox_jax.train import dry_run as dry_run_lib
 from nanoemox_jax.train import loop
-from nanoemox_jax.train.config import from_config_dict
+from nanoemox_jax.train.config import Run, from_config_dict
 from nanoemox_jax.train.mesh import initialize_distributed
 
 _OVERRIDE = re.compile(r"^--?config\.([\w.]+)(=|$)")
@@ -72,17 +74,38 @@ def parse(argv: list[str], config: Callable[[], ml_collections.ConfigDict]) -> N
       reason = None
     print(f"error: {reason or str(e).strip()}", file=sys.stderr)
     sys.exit(2)
+  spec = config_file_arg(argv)
+  if spec and not Path(spec.partition(":")[0]).is_file():
+    print(f"error: --config: {spec.partition(':')[0]} is not a file", file=sys.stderr)
+    sys.exit(2)
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax and XLA are chatty at INFO
   logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger("nanoemox_jax").setLevel(logging.INFO)
 
 
-def execute(config: ml_collections.ConfigDict, workdir: str, resume: bool) -> int:
-  """Type the config, start the processes, run; exceptions with a user-facing cause become exit codes."""
+def typed(config: ml_collections.ConfigDict) -> Run | None:
+  """The typed run of `config`, or None after one line on stderr naming what is wrong."""
   try:
-    run = from_config_dict(config)
+    return from_config_dict(config)
   except (TypeError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
+    return None
+
+
+def dry_run(config: ml_collections.ConfigDict) -> int:
+  """`train.dry_run` of the typed config: its report on stdout, exit 2 when it found a problem."""
+  run = typed(config)
+  if run is None:
+    return 2
+  report, problems = dry_run_lib.dry_run(run)
+  print(report, flush=True)
+  return 2 if problems else 0
+
+
+def execute(config: ml_collections.ConfigDict, workdir: str, resume: bool) -> int:
+  """Type the config, start the processes, run; exceptions with a user-facing cause become exit codes."""
+  run = typed(config)
+  if run is None:
     return 2
   dist = run.distributed
   initialize_distributed(dist.coordinator or None, dist.num_processes if dist.coordinator else None,
