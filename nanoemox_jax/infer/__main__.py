@@ -42,7 +42,7 @@ from nanoemox_jax.checkpoints import parts
 from nanoemox_jax.data import media, templates
 from nanoemox_jax.data.manifest import Record, Turn, read_jsonl
 from nanoemox_jax.data.predictions import append_jsonl
-from nanoemox_jax.data.tokenizer import Tokenizer
+from nanoemox_jax.data.tokenizer import BUNDLED, Tokenizer
 from nanoemox_jax.infer import predict as pred
 from nanoemox_jax.model import nanoemox
 
@@ -110,11 +110,12 @@ def options(args: argparse.Namespace) -> dict:
 
 def load(args: argparse.Namespace) -> tuple[nanoemox.NanoEmoX, Tokenizer]:
   if not (Path(args.checkpoint) / "nanoemox.json").is_file():
-    raise InputError(f"{args.checkpoint}: --checkpoint is not a model folder (no nanoemox.json; see nanoemox_jax.checkpoints.load)")
+    raise InputError(f"{args.checkpoint}: --checkpoint is not a model folder (no nanoemox.json; see "
+                     "nanoemox_jax.checkpoints.load)")
   folder = Path(args.tokenizer) if args.tokenizer else Path(args.checkpoint) / "tokenizer"
   if not args.tokenizer and not folder.is_dir():
     raise InputError(f"{args.checkpoint}: no tokenizer/ folder recorded with the model; pass --tokenizer DIR "
-                     "(the Qwen2 tokenizer, e.g. ../shared/data/qwen2_tokenizer)")
+                     f"(the LM's tokenizer folder, e.g. {BUNDLED})")
   tokenizer = Tokenizer(folder)
   if args.tower_dtype == "auto":
     tower = jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
