@@ -102,6 +102,39 @@ def test_cli_fixed_checkpoint(files, capsys):
   assert s["checkpoint"] == "ckpt_10" and s["scores"]["accuracy"] == 1.0 and s["scores"]["hit_rate"] == 1.0
   c5 = json.loads((files / "a" / "scores.json").read_text())["checkpoints"]["ckpt_5"]["avamerg"]["scores"]
   assert (c5["accuracy"], c5["hit_rate"]) == (0.0, 1.0)
-  with pytest.raises(ValueError, match="no emer record"):
-    main(["--benchmark", "emer", "--predictions", str(files / "ckpt_5.jsonl"), "--labels",
-          str(files / "labels.jsonl"), "--out", str(files / "e")])
+  capsys.readouterr()
+  assert main(["--benchmark", "emer", "--predictions", str(files / "ckpt_5.jsonl"), "--labels",
+               str(files / "labels.jsonl"), "--out", str(files / "e")]) == 2
+  assert capsys.readouterr().err == f"error: {files / 'labels.jsonl'}: no emer record (datasets emer with their " \
+                                    "benchmark task)\n"
+
+
+def test_sims_and_simsv2_share_ids_and_a_dataset_without_predictions_is_listed(tmp_path, capsys):
+  # SIMSv2 holds every SIMS test id: the same four ids in both, opposite valences, and MOSI with no prediction
+  sims, simsv2 = [1.0, -1.0, 0.5, -0.5], [-1.0, 1.0, -0.5, 0.5]
+  records = [Record(id=f"v{i}", task="msa", dataset=d, split="test", target="", meta={"valence": v})
+             for d, valences in (("sims", sims), ("simsv2", simsv2)) for i, v in enumerate(valences)]
+  records += [Record(id=f"v{i}", task="msa", dataset="mosi", split="test", target="", meta={"valence": 1.0})
+              for i in range(2)]
+  write_jsonl(records, tmp_path / "labels.jsonl")
+  answers = {"sims": ["positive", "negative", "negative", "positive"],  # 2 of 4 right
+             "simsv2": ["negative", "positive", "negative", "positive"]}  # all right
+  rows = [{"id": f"v{i}", "task": "msa", "dataset": d, "text": f"The sentiment state is {a}."}
+          for d, said in answers.items() for i, a in enumerate(said)]
+  (tmp_path / "preds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  out = tmp_path / "report"
+  assert main(["--benchmark", "merunibench", "--predictions", str(tmp_path / "preds.jsonl"), "--labels",
+               str(tmp_path / "labels.jsonl"), "--model-name", "Mine", "--out", str(out)]) == 0
+  captured = capsys.readouterr()
+  selected = json.loads((out / "scores.json").read_text())["selected"]
+  # SIMS: truth +,-,+,- against +,-,-,+: each class P = R = 1/2, so weighted F1 1/2; SIMSv2: all right
+  assert selected["sims"]["scores"] == {"weighted_f1": 0.5, "accuracy": 0.5}
+  assert selected["simsv2"]["scores"] == {"weighted_f1": 1.0, "accuracy": 1.0}
+  assert (selected["sims"]["n"], selected["simsv2"]["n"]) == (4, 4)
+  assert selected["mosi"] == {"main": None, "scores": {}, "n": 0, "missing": 2, "checkpoint": "preds"}
+  assert "| Mine | - | - | - | - | – | - | 50.00 | 100.00 | - | 75.00 (2/9) |" in captured.out
+  assert "–: no prediction for any record of MOSI." in captured.out
+  assert "warning: mosi: none of its 2 records has a prediction; not scored" in captured.err
+  md = (out / "report.md").read_text()
+  assert "- model: Mine" in md and "- without any prediction (not scored, – in the tables): MOSI (2 records)" in md
+  assert "| preds | – | 50.00 | 100.00 |" in md and "| MOSI | 0 | 2 |" in md

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nanoemox_jax.evaluate import wheel
+from nanoemox_jax.data.sources import mer_ov
+from nanoemox_jax.evaluate import mer_unibench, wheel
 from nanoemox_jax.evaluate.wheel_tables import convert
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "emotion_wheel"
@@ -46,10 +47,16 @@ def tables(tmp_path):
   return wheel.load(make_tables(tmp_path))
 
 
-def test_split_labels():
+def test_tables_answers_and_the_ov_reader_share_one_list_rule():
+  # the reference's string_to_list (cases in tests/test_sources.py), imported from the OV-MER reader
+  assert wheel.split_labels is mer_ov.split_labels is mer_unibench.split_labels
   assert wheel.split_labels("[happy, 'sad', \"angry\"]") == ["happy", "sad", "angry"]
   assert wheel.split_labels("happy,  ,sad ") == ["happy", "sad"]
   assert wheel.split_labels("[]") == [] and wheel.split_labels("  ") == []
+  # '[], ["confused"]': the quote splits the label off its bracket (it was kept as '["confused' before); without
+  # quotes the reference keeps '[confused'
+  assert mer_unibench.answer_labels('The emotional state is [], ["confused"].') == ["]", "[", "confused"]
+  assert mer_unibench.answer_labels("The emotional state is [], [confused].") == ["]", "[confused"]
 
 
 def test_three_step_mapping(tables):

@@ -131,7 +131,7 @@ def test_bad_input_in_process(setup, tmp_path, capsys):
   assert main(["--checkpoint", str(model), "--manifest", str(bad_task), "--out", str(tmp_path / "o.jsonl")]) == 2
   assert f"{bad_task}:1: record" in capsys.readouterr().err
   other = tmp_path / "other.jsonl"
-  other.write_text(json.dumps({"id": "x", "checkpoint": "/elsewhere"}) + "\n")
+  other.write_text(json.dumps({"id": "x", "dataset": "mintrec", "checkpoint": "/elsewhere"}) + "\n")
   write_jsonl(records, tmp_path / "ok.jsonl")
   assert main(["--checkpoint", str(model), "--manifest", str(tmp_path / "ok.jsonl"), "--out", str(other)]) == 2
   assert "checkpoint '/elsewhere'" in capsys.readouterr().err
@@ -158,4 +158,25 @@ def test_history_files_and_duplicate_ids(setup, tmp_path, capsys):
   assert read_history(str(obj)) == ((Turn("speaker", "Hi."),), "a move")
   write_jsonl([records[0], records[0]], tmp_path / "dupes.jsonl")
   assert main(["--checkpoint", str(model), "--manifest", str(tmp_path / "dupes.jsonl"), "--out", str(tmp_path / "o")]) == 2
-  assert f"duplicate record ids ['{records[0].id}']" in capsys.readouterr().err
+  assert f"duplicate records mercaptionplus/{records[0].id} (the same dataset and id" in capsys.readouterr().err
+
+
+def test_sims_and_simsv2_ids_in_one_manifest(tmp_path, capsys):
+  # SIMSv2 holds every SIMS test id: records and finished predictions are named by (dataset, id). No model is
+  # needed: a manifest whose predictions are all in --out returns before loading it.
+  folder = tmp_path / "not_a_model"
+  folder.mkdir()
+  records = [Record(id=i, task="msa", dataset=d, split="test", target="", video=str(tmp_path / f"{i}.mp4"))
+             for d in ("sims", "simsv2") for i in ("v1", "v2")]
+  write_jsonl(records, tmp_path / "test.jsonl")
+  out = tmp_path / "preds.jsonl"
+  done = [{**dict.fromkeys(KEYS, ""), "id": r.id, "task": "msa", "dataset": r.dataset, "gates": None,
+           "checkpoint": str(folder.absolute())} for r in records]
+  args = ["--checkpoint", str(folder), "--manifest", str(tmp_path / "test.jsonl"), "--out", str(out)]
+  out.write_text("".join(json.dumps(line) + "\n" for line in done))
+  assert main(args) == 0 and "all 4 predictions already there" in capsys.readouterr().out
+  out.write_text("".join(json.dumps(line) + "\n" for line in done[:3]))  # simsv2/v2 not done: the model is loaded
+  assert main(args) == 2 and "--checkpoint is not a model folder" in capsys.readouterr().err
+  write_jsonl(records + records[1:2], tmp_path / "test.jsonl")
+  assert main(args) == 2
+  assert "duplicate records sims/v2 (the same dataset and id" in capsys.readouterr().err

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pytest
+
 from nanoemox_jax.data import templates
-from nanoemox_jax.data.predictions import Prediction, append_jsonl, read_checkpoints
+from nanoemox_jax.data.predictions import InputError, Prediction, append_jsonl, read_checkpoints
 
 
 def test_infer_writes_what_evaluate_reads(tmp_path):
@@ -29,3 +31,18 @@ def test_infer_writes_what_evaluate_reads(tmp_path):
     for field in dataclasses.fields(Prediction):
       assert getattr(got, field.name) == getattr(want, field.name), (want.id, field.name)
     assert got == want == Prediction.from_json(want.to_json())
+
+
+def test_records_are_named_by_dataset_and_id(tmp_path):
+  # SIMSv2 holds every SIMS test id: the same id in two datasets is two predictions, in one dataset an error
+  lines = [Prediction.from_text("v1", "msa", d, f"{d} answer", checkpoint="c").to_json() for d in ("sims", "simsv2")]
+  path = tmp_path / "preds.jsonl"
+  path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+  assert [(p.dataset, p.id, p.text) for p in read_checkpoints([str(path)])["c"]] == [
+      ("sims", "v1", "sims answer"), ("simsv2", "v1", "simsv2 answer")]
+  with pytest.raises(InputError, match=f"^{path}:2: field 'dataset': unknown dataset 'simsv2' \\(known: sims\\)$"):
+    read_checkpoints([str(path)], datasets={"sims"})
+  path.write_text(path.read_text() + json.dumps(lines[0] | {"text": "again"}) + "\n")
+  with pytest.raises(InputError, match=f"^{path}:3: field 'id': a second prediction for sims id 'v1' of checkpoint "
+                                       f"'c' \\(the first at {path}:1\\)$"):
+    read_checkpoints([str(path)])

@@ -17,6 +17,7 @@ import pytest
 from nanoemox_jax.data import templates
 from nanoemox_jax.data.manifest import Record, Turn, read_jsonl, write_jsonl
 from nanoemox_jax.data.sources import SOURCES, read_source
+from nanoemox_jax.data.sources import mer_ov
 from nanoemox_jax.data.sources.common import SourceError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,6 +217,50 @@ def test_mercaptionplus_and_ovmerd_csvs(tmp_path):
   write(tmp_path / "track3_train_ovmerd.csv", "name,reason\nsample_7,Frowning.\n")
   (rec,), _ = read_source("ovmerd", tmp_path)
   assert (rec.task, rec.split, rec.labels, rec.meta["reason"]) == ("ovmer", "test", ("worried",), "Frowning.")
+
+
+# The reference's `string_to_list` (zeroQiaoba/MERTools MER2025/MER2025_Track23/toolkit/utils/functions.py) on
+# each input, worked by hand: one leading "[" and one trailing "]" dropped independently, nothing stripped first,
+# then split at "," "'" '"', pieces stripped, empty ones dropped.
+OV_LIST_RULE = [
+    ('[], ["confused"]', [']', '[', 'confused']),  # -> '], ["confused"' -> ']' | ' [' | 'confused' | ''
+    ("[], [confused]", [']', '[confused']),  # -> '], [confused' -> ']' | ' [confused'
+    ("['happy', 'sad']", ["happy", "sad"]),
+    ('["happy", "sad"]', ["happy", "sad"]),
+    ("happy,sad", ["happy", "sad"]),
+    ("[happy, sad]", ["happy", "sad"]),
+    ("['happy',]", ["happy"]),
+    ("happy, , sad", ["happy", "sad"]),
+    ("", []),
+    ("[]", []),
+    ("[", []),  # the reference raises IndexError here (str[-1] of the emptied string)
+    ("]", []),
+    ("[happy", ["happy"]),  # the brackets are dropped each on its own
+    ("happy]", ["happy"]),
+    ("[[happy]]", ["[happy]"]),  # one of each only
+    (" [happy, sad] ", ["[happy", "sad]"]),  # no strip before the bracket test
+    ("  happy ,  sad  ", ["happy", "sad"]),
+    ("happy sad", ["happy sad"]),  # spaces do not split
+    ("happy;sad", ["happy;sad"]),
+    ("[\"it's fine\", 'sad']", ["it", "s fine", "sad"]),  # every quote splits, apostrophes included
+    ("['\"quoted\"']", ["quoted"]),
+    ("快乐，悲伤", ["快乐，悲伤"]),  # a full-width comma does not split
+    ("['快乐'，'悲伤']", ["快乐", "，", "悲伤"]),  # ... and stays as a piece between quotes
+    ("[\u3000happy\u3000]", ["happy"]),  # str.strip removes the ideographic space
+]
+
+
+@pytest.mark.parametrize("text, want", OV_LIST_RULE, ids=[t for t, _ in OV_LIST_RULE])
+def test_ov_label_list_rule_of_the_reference(text, want):
+  assert mer_ov.split_labels(text) == want
+
+
+def test_ov_openset_cells_read_with_the_reference_rule(tmp_path):
+  write(tmp_path / "track2_train_ovmerd.csv", "name,openset\n"
+        "a,\"[], [\"\"confused\"\"]\"\nb,[]\nc,\nd,\"['happy', 'sad']\"\ne,\"快乐，悲伤\"\n")
+  records, _ = read_source("ovmerd", tmp_path)
+  assert [(r.id, r.labels) for r in records] == [("a", ("]", "[", "confused")), ("b", ("neutral",)),
+                                                ("c", ("neutral",)), ("d", ("happy", "sad")), ("e", ("快乐，悲伤",))]
 
 
 def test_avamerg_turns_and_last_turn_test(tmp_path):

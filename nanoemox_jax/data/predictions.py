@@ -4,8 +4,11 @@
 reads them. One JSON object per line: {"id", "task", "dataset", "text" (the whole decoded answer), "answer" (ERG:
 the reply without the <think> block; otherwise the same as text), "think" (ERG: the <think> content, else null),
 "gates" ({name: weight} of the fusion gate, or null), "checkpoint"}. On reading, "answer", "think", "gates" and
-"checkpoint" are optional; several files (or one file holding several checkpoints) give a checkpoint range, and a
-line without a checkpoint takes its file's stem.
+"checkpoint" are optional and any other field is an error; several files (or one file holding several
+checkpoints) give a checkpoint range, and a line without a checkpoint takes its file's stem. A record is named by
+its (dataset, id): ids need only be unique within a dataset (SIMS and SIMSv2 share theirs).
+
+`InputError` and the JSONL helpers (`json_lines`, `check_object`) are shared by the CLIs that read user files.
 """
 
 from __future__ import annotations
@@ -14,12 +17,97 @@ import glob
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nanoemox_jax.data.manifest import TASKS
+
+
+class InputError(ValueError):
+  """A user's input is unusable; the message names the file (with the line and field where there is one). The
+  CLIs print it as one line and exit 2."""
+
+
+def json_type(value: Any) -> str:
+  """The JSON name of a decoded value's type."""
+  if value is None:
+    return "null"
+  if isinstance(value, bool):
+    return "boolean"
+  if isinstance(value, (int, float)):
+    return "number"
+  return {str: "string", list: "array"}.get(type(value), "object")
+
+
+def is_number(value: Any) -> bool:
+  """Whether a decoded JSON value is a number (booleans are not)."""
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# Field kinds of `check_object`: name -> test.
+KINDS: dict[str, Callable[[Any], bool]] = {
+    "a string": lambda v: isinstance(v, str),
+    "a non-empty string": lambda v: isinstance(v, str) and bool(v),
+    "a string or null": lambda v: v is None or isinstance(v, str),
+    "an array of strings": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "an object": lambda v: isinstance(v, dict),
+    "an object of numbers or null": lambda v: v is None or (isinstance(v, dict) and all(map(is_number, v.values()))),
+    "an array of {role, text} objects": lambda v: isinstance(v, list) and all(
+        isinstance(t, dict) and set(t) == {"role", "text"} and all(isinstance(x, str) for x in t.values()) for t in v),
+}
+
+
+def check_object(obj: dict[str, Any], schema: Mapping[str, tuple[str, bool]], where: str) -> None:
+  """Every field of `obj` is in `schema` (name -> (kind of KINDS, required)), every required one is there and
+  each has its kind; otherwise an InputError `where: field 'name': ...` (the first problem only)."""
+  for name in obj:
+    if name not in schema:
+      raise InputError(f"{where}: field {name!r}: unknown field (known: {', '.join(schema)})")
+  for name, (kind, required) in schema.items():
+    if name not in obj:
+      if required:
+        raise InputError(f"{where}: field {name!r}: missing")
+    elif not KINDS[kind](obj[name]):
+      raise InputError(f"{where}: field {name!r}: expected {kind}, got {json_type(obj[name])}")
+
+
+def json_lines(path: str | Path, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
+  """(line number, object) of each non-blank line of a JSONL file. A file that cannot be read or holds no line,
+  and a line that is not UTF-8 or not one JSON object, are InputErrors naming the file (and line); `what` names
+  the file's role in them ("predictions", "labels")."""
+  try:
+    data = Path(path).read_bytes()
+  except OSError as e:
+    raise InputError(f"{path}: cannot read the {what} file: {e.strerror or e}") from None
+  empty = True
+  for lineno, raw in enumerate(data.split(b"\n"), 1):
+    try:
+      line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+      raise InputError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start + 1} of the line)") from None
+    if not line.strip():
+      continue
+    empty = False
+    try:
+      obj = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise InputError(f"{path}:{lineno}: not JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+      raise InputError(f"{path}:{lineno}: not JSON (nested too deeply)") from None
+    if not isinstance(obj, dict):
+      raise InputError(f"{path}:{lineno}: expected a JSON object, got {json_type(obj)}")
+    yield lineno, obj
+  if empty:
+    raise InputError(f"{path}: empty {what} file (no JSON line)")
+
+
+# A prediction line's fields: name -> (kind, required).
+SCHEMA = {"id": ("a non-empty string", True), "task": ("a string", True),
+          "dataset": ("a non-empty string", True), "text": ("a string", True),
+          "answer": ("a string or null", False), "think": ("a string or null", False),
+          "gates": ("an object of numbers or null", False), "checkpoint": ("a string or null", False)}
 
 
 @dataclass(frozen=True)
@@ -49,18 +137,17 @@ class Prediction:
             "checkpoint": self.checkpoint}
 
   @classmethod
-  def from_json(cls, obj: Mapping[str, Any], default_checkpoint: str = "") -> Prediction:
-    """The line's prediction; a missing answer is the text, a missing or empty checkpoint `default_checkpoint`."""
-    missing = [k for k in ("id", "task", "dataset", "text") if k not in obj]
-    if missing:
-      raise KeyError(f"prediction {obj.get('id', '?')!r} lacks field(s) {missing}")
+  def from_json(cls, obj: dict[str, Any], default_checkpoint: str = "", where: str = "prediction") -> Prediction:
+    """The line's prediction; a missing answer is the text, a missing or empty checkpoint `default_checkpoint`.
+    A field of the wrong kind, a missing or unknown field and an unknown task are InputErrors naming `where`."""
+    check_object(obj, SCHEMA, where)
     if obj["task"] not in TASKS:
-      raise ValueError(f"prediction {obj['id']!r}: task {obj['task']!r} is not one of {TASKS}")
+      raise InputError(f"{where}: field 'task': {obj['task']!r} is not one of {', '.join(TASKS)}")
     answer, gates = obj.get("answer"), obj.get("gates")
     return cls(id=obj["id"], task=obj["task"], dataset=obj["dataset"], text=obj["text"],
                answer=obj["text"] if answer is None else answer, think=obj.get("think"),
                gates=None if gates is None else {k: float(v) for k, v in gates.items()},
-               checkpoint=str(obj.get("checkpoint") or default_checkpoint))
+               checkpoint=obj.get("checkpoint") or default_checkpoint)
 
 
 def split_think(text: str) -> tuple[str | None, str]:
@@ -83,35 +170,40 @@ def append_jsonl(predictions: Iterable[Prediction], path: str | Path) -> None:
 
 
 def expand(patterns: Iterable[str]) -> list[Path]:
-  """Files named by `patterns` (paths or globs), in order, each once; a pattern matching nothing is an error."""
+  """Files named by `patterns` (paths or globs), in order, each once; a pattern matching nothing, or a folder,
+  is an InputError."""
   paths: dict[Path, None] = {}
   for pattern in patterns:
     matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-    if not matches or not all(Path(m).is_file() for m in matches):
-      raise FileNotFoundError(f"no predictions file matches {pattern!r}")
+    if not matches:
+      raise InputError(f"{pattern}: no predictions file matches this pattern")
+    for match in matches:
+      if Path(match).is_dir():
+        raise InputError(f"{match}: a folder, not a predictions file")
     paths.update((Path(m), None) for m in matches)
   return list(paths)
 
 
-def read_checkpoints(patterns: Iterable[str]) -> dict[str, list[Prediction]]:
+def read_checkpoints(patterns: Iterable[str], datasets: Collection[str] | None = None
+                     ) -> dict[str, list[Prediction]]:
   """checkpoint -> its predictions from the files of `patterns` (see `expand`), checkpoints in natural order
-  (`ckpt_9` before `ckpt_10`). Within one checkpoint an id may appear once per task."""
+  (`ckpt_9` before `ckpt_10`). Within one checkpoint a (dataset, id) may appear once; with `datasets`, a
+  prediction of another dataset is an error. Every problem is an InputError naming the file, line and field."""
   by_checkpoint: dict[str, list[Prediction]] = {}
-  seen: set[tuple[str, str, str]] = set()
+  seen: dict[tuple[str, str, str], str] = {}  # (checkpoint, dataset, id) -> where first
   for path in expand(patterns):
-    with open(path, encoding="utf-8") as f:
-      for lineno, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        try:
-          p = Prediction.from_json(json.loads(line), path.stem)
-        except (ValueError, KeyError) as e:
-          raise ValueError(f"{path}:{lineno}: {e}") from None
-        if (p.checkpoint, p.task, p.id) in seen:
-          raise ValueError(f"{path}:{lineno}: duplicate prediction for id {p.id!r} ({p.task}, "
-                           f"checkpoint {p.checkpoint!r})")
-        seen.add((p.checkpoint, p.task, p.id))
-        by_checkpoint.setdefault(p.checkpoint, []).append(p)
+    for lineno, obj in json_lines(path, "predictions"):
+      where = f"{path}:{lineno}"
+      p = Prediction.from_json(obj, path.stem, where)
+      if datasets is not None and p.dataset not in datasets:
+        raise InputError(f"{where}: field 'dataset': unknown dataset {p.dataset!r} (known: "
+                         f"{', '.join(sorted(datasets))})")
+      key = (p.checkpoint, p.dataset, p.id)
+      if key in seen:
+        raise InputError(f"{where}: field 'id': a second prediction for {p.dataset} id {p.id!r} of checkpoint "
+                         f"{p.checkpoint!r} (the first at {seen[key]})")
+      seen[key] = where
+      by_checkpoint.setdefault(p.checkpoint, []).append(p)
   return {k: by_checkpoint[k] for k in sorted(by_checkpoint, key=natural_key)}
 
 

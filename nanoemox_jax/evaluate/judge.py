@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nanoemox_jax.data.predictions import InputError, json_type
+
 ENV_PREFIX = "NANOEMOX_JUDGE_"
 SAMPLING = ("temperature", "top_p", "max_tokens", "seed", "repetition_penalty")
 TRANSIENT_HTTP = frozenset({408, 409, 425, 429})
@@ -69,15 +71,22 @@ class JudgeConfig:
       if (raw := environ.get(ENV_PREFIX + name.upper())) is not None:
         values[name] = _parse_env(raw, f.type)
     if path is not None:
-      overrides = json.loads(Path(path).read_text(encoding="utf-8"))
+      try:
+        overrides = json.loads(Path(path).read_text(encoding="utf-8"))
+      except OSError as e:
+        raise InputError(f"{path}: cannot read the judge settings: {e.strerror or e}") from None
+      except ValueError as e:  # not UTF-8, not JSON
+        raise InputError(f"{path}: judge settings are not JSON ({e})") from None
+      if not isinstance(overrides, dict):
+        raise InputError(f"{path}: judge settings: expected a JSON object, got {json_type(overrides)}")
       unknown = sorted(set(overrides) - set(fields))
       if unknown:
-        raise ValueError(f"{path}: unknown judge setting(s) {unknown}; known: {sorted(fields)}")
+        raise InputError(f"{path}: field {unknown[0]!r}: unknown judge setting(s) {unknown}; known: {sorted(fields)}")
       values.update(overrides)
     missing = [k for k in ("base_url", "model") if not values.get(k)]
     if missing:
-      raise ValueError(f"judge settings lack {missing}: set {[ENV_PREFIX + k.upper() for k in missing]} "
-                       f"or put them in the --judge JSON file")
+      raise InputError(f"{path or ENV_PREFIX + '* variables'}: judge settings lack {missing}: set "
+                       f"{[ENV_PREFIX + k.upper() for k in missing]} or put them in the --judge JSON file")
     return cls(**values)
 
   def sampling(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from nanoemox_jax.data.manifest import Record
 from nanoemox_jax.data.predictions import Prediction
+from nanoemox_jax.data.sources.mer_ov import split_labels
 from nanoemox_jax.evaluate import classification
 from nanoemox_jax.evaluate.judge import (
   Judge,
@@ -22,7 +23,7 @@ from nanoemox_jax.evaluate.judge import (
   openset_prompt,
   sentiment_prompt,
 )
-from nanoemox_jax.evaluate.wheel import WHEELS, Wheels, split_labels
+from nanoemox_jax.evaluate.wheel import WHEELS, Wheels
 
 # The paper's table columns (MER-UniBench), by kind of score.
 EMOTION = ("mer2023", "mer2024", "meld", "iemocap")  # hit rate

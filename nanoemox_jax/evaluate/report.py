@@ -1,6 +1,7 @@
 """Evaluation reports: the paper's table layout (markdown, also printed), a JSON record and PNG plots.
 
-Tables show percentages with two decimals (EMER overlaps on their 1-10 scale), as the paper does. Plots
+Tables show percentages with two decimals (EMER overlaps on their 1-10 scale), as the paper does; "-" marks a
+dataset the labels do not hold, "–" (en dash) one they hold but without any prediction (listed in report.md). Plots
 (matplotlib, Agg): a confusion matrix per MER / MIR dataset (a diagnostic: MER answers are open-set, mapped
 to the dataset's classes through wheel 1), the main score per dataset, and the mean fusion-gate weight per
 task when the predictions carry gates (the paper's Fig. 6c).
@@ -19,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from nanoemox_jax.evaluate import mer_unibench
-from nanoemox_jax.evaluate.suite import FAMILIES, family_of
+from nanoemox_jax.evaluate.suite import FAMILIES, family_of, main_score, scored
 
 NAMES = {"mer2023": "MER2023", "mer2024": "MER2024", "meld": "MELD", "iemocap": "IEMOCAP", "mosi": "MOSI",
          "mosei": "MOSEI", "sims": "SIMS", "simsv2": "SIMSv2", "ovmerd": "OV-MERD", "mintrec": "MIntRec",
@@ -32,19 +33,30 @@ COLUMNS = {
     "emer": (("Clue overlap", "clue_overlap"), ("Label overlap", "label_overlap")),
 }
 PROTOCOL_TEXT = {"fixed": "fixed checkpoint", "best": "best checkpoint of the range, per dataset"}
+MODEL_NAME = "Nano-EmoX (ours)"
+UNSCORED = "–"  # the labels hold the dataset, no prediction matches its records
 
 
 def _value(result: Mapping[str, Any], metric: str) -> str:
+  if not scored(result):
+    return UNSCORED
   value = result["scores"][metric]
   return f"{value:.2f}" if result.get("scale") == 10 else f"{100 * value:.2f}"
+
+
+def unscored(selected: Mapping[str, Mapping[str, Any]]) -> list[str]:
+  """The selected datasets without any prediction."""
+  return [d for d, r in selected.items() if not scored(r)]
 
 
 def _row(cells: Sequence[str]) -> str:
   return "| " + " | ".join(cells) + " |"
 
 
-def tables(selected: Mapping[str, Mapping[str, Any]], average: Mapping[str, Any] | None, protocol: str) -> str:
-  """Markdown tables, one per benchmark family present, in the paper's layout."""
+def tables(selected: Mapping[str, Mapping[str, Any]], average: Mapping[str, Any] | None, protocol: str,
+           model_name: str = MODEL_NAME) -> str:
+  """Markdown tables, one per benchmark family present, in the paper's layout; `model_name` heads the
+  MER-UniBench row."""
   out = []
   for family, datasets in FAMILIES.items():
     present = [d for d in datasets if d in selected]
@@ -56,7 +68,7 @@ def tables(selected: Mapping[str, Mapping[str, Any]], average: Mapping[str, Any]
       avg = f"{100 * average['value']:.2f}" if average else "-"
       if average and len(average["datasets"]) < len(mer_unibench.DATASETS):
         avg += f" ({len(average['datasets'])}/{len(mer_unibench.DATASETS)})"
-      rows = [["Nano-EmoX (ours)"] + cells + [avg],
+      rows = [[model_name] + cells + [avg],
               ["checkpoint"] + [selected[d]["checkpoint"] if d in selected else "-" for d in mer_unibench.DATASETS]
               + [""]]
     else:
@@ -71,6 +83,8 @@ def tables(selected: Mapping[str, Mapping[str, Any]], average: Mapping[str, Any]
   if any(family_of(d) == "mintrec" for d in selected):
     out.append("MIntRec: ACC / WF1 / WP exact label match (paper protocol); macro F1 / P / R over the intent "
                "classes (dataset authors' protocol).")
+  if missing := unscored(selected):
+    out.append(f"{UNSCORED}: no prediction for any record of {', '.join(NAMES[d] for d in missing)}.")
   return "\n".join(out).rstrip() + "\n"
 
 
@@ -103,10 +117,9 @@ def plots(out: Path, selected: Mapping[str, Mapping[str, Any]], gates: Mapping[s
       fig, ax = plt.subplots(figsize=(size, size))
       _confusion(ax, r["confusion"], f"{NAMES[d]} ({r['checkpoint']})")
       written.append(_save(fig, out / f"confusion_{d}.png"))
-  fig, ax = plt.subplots(figsize=(1.5 + 0.8 * len(selected), 4))
-  names = list(selected)
-  values = [selected[d]["scores"][selected[d]["main"]] * (10 if selected[d].get("scale") == 10 else 100)
-            for d in names]
+  names = [d for d, r in selected.items() if scored(r)]
+  fig, ax = plt.subplots(figsize=(1.5 + 0.8 * len(names), 4))
+  values = [main_score(selected[d]) * (10 if selected[d].get("scale") == 10 else 100) for d in names]
   ax.bar([NAMES[d] for d in names], values, color="tab:blue")
   ax.set_ylabel("main score (%; EMER: 10 x its 1-10 score)" if "emer" in selected else "main score (%)")
   ax.tick_params(axis="x", rotation=45)
@@ -141,11 +154,14 @@ def write(out: str | Path, record: Mapping[str, Any], table: str,
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   judge = record["judge"]
-  lines = ["# Evaluation report", "", f"- benchmark: {record['benchmark']}",
+  lines = ["# Evaluation report", "", f"- model: {record['model']}", f"- benchmark: {record['benchmark']}",
            f"- checkpoint selection: {PROTOCOL_TEXT[record['protocol']]}",
            f"- judge: {json.dumps(judge) if judge else 'none (label lists read from the answers)'}",
-           f"- predictions: {', '.join(record['predictions'])}", f"- labels: {record['labels']}", "", table, "",
-           "## Per checkpoint (main score)", ""]
+           f"- predictions: {', '.join(record['predictions'])}", f"- labels: {record['labels']}"]
+  if missing := unscored(record["selected"]):
+    lines.append(f"- without any prediction (not scored, {UNSCORED} in the tables): " + ", ".join(
+        f"{NAMES[d]} ({record['selected'][d]['missing']} records)" for d in missing))
+  lines += ["", table, "", "## Per checkpoint (main score)", ""]
   checkpoints = record["checkpoints"]
   datasets = list(next(iter(checkpoints.values())))
   lines += [_row(["checkpoint"] + [NAMES[d] for d in datasets]), _row(["---"] * (len(datasets) + 1))]

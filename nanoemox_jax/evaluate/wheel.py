@@ -8,7 +8,8 @@ A free-form emotion word goes to a wheel's level-1 class in three steps, as in A
      wheel word maps to itself and every listed synonym maps to the wheel word; the runs are merged.
   3. the alphabetically first wheel word that wheel k contains gives its level-1 class (level-2 and level-3
      words map to the level-1 word above them; a blank cell repeats the row above).
-Words are compared lowercased and stripped. `neutral` is in no table, so it maps to nothing.
+Words are compared lowercased and stripped. `neutral` is in no table, so it maps to nothing. The list cells of
+format.csv and synonym.csv are read with the reference's list rule (`data.sources.mer_ov.split_labels`).
 """
 
 from __future__ import annotations
@@ -19,19 +20,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from nanoemox_jax.data.sources.mer_ov import split_labels
+
 DATA = Path(__file__).parent / "data"
 WHEELS = ("wheel1", "wheel2", "wheel3", "wheel4", "wheel5")
 RUNS = 8
-
-
-def split_labels(text: str) -> list[str]:
-  """A label list written as `[a, b]` or `a, b` -> ['a', 'b'] (AffectGPT `string_to_list`: brackets and quotes
-  stripped, empty items dropped)."""
-  text = text.strip()
-  if text.startswith("[") and text.endswith("]"):
-    text = text[1:-1]
-  items = (item.strip().strip("'\"") for item in text.split(","))
-  return [item for item in items if item]
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

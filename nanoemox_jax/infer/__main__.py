@@ -16,9 +16,10 @@ object ({"context", "dialogue_history": [...]}) or a text file of `role: text` l
 user input (default: the history's last turn). The answer is printed (ERG: the <think> part and the reply).
 
 Manifest: one JSON line per record, `{"id", "task", "dataset", "text", "answer", "think", "gates",
-"checkpoint"}` (see `nanoemox_jax.data.predictions`), written and synced per batch; a rerun skips the ids already in
---out (a line cut by a kill is dropped). A record whose media fail is answered with that modality masked
-(logged). Exit codes: 0 done, 2 bad input (the message names the file, record or field), 130 interrupted.
+"checkpoint"}` (see `nanoemox_jax.data.predictions`), written and synced per batch; a rerun skips the records
+already in --out (a line cut by a kill is dropped). Records are named by (dataset, id), unique in the manifest.
+A record whose media fail is answered with that modality masked (logged). Exit codes: 0 done, 2 bad input (the
+message names the file, record or field), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -41,17 +42,13 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from nanoemox_jax.checkpoints import parts
 from nanoemox_jax.data import media, templates
 from nanoemox_jax.data.manifest import Record, Turn, read_jsonl
-from nanoemox_jax.data.predictions import append_jsonl
+from nanoemox_jax.data.predictions import InputError, append_jsonl
 from nanoemox_jax.data.tokenizer import BUNDLED, Tokenizer
 from nanoemox_jax.infer import predict as pred
 from nanoemox_jax.model import nanoemox
 
 TASKS = ("mer", "ovmer", "msa", "eri", "mir", "erg")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-class InputError(Exception):
-  """Bad command-line input: exit code 2 with this message."""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -180,8 +177,9 @@ def single_record(args: argparse.Namespace) -> Record:
                 meta={"context": context})
 
 
-def finished(out: Path, checkpoint: str) -> set[str]:
-  """Ids already in `out`; a last line without its newline (a killed write) is cut off the file."""
+def finished(out: Path, checkpoint: str) -> set[tuple[str, str]]:
+  """The (dataset, id) of the predictions already in `out`; a last line without its newline (a killed write) is
+  cut off the file."""
   if not out.exists():
     return set()
   data = out.read_bytes()
@@ -194,7 +192,7 @@ def finished(out: Path, checkpoint: str) -> set[str]:
   for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
     try:
       obj = json.loads(line)
-      done.add(obj["id"])
+      done.add((obj["dataset"], obj["id"]))
     except (ValueError, KeyError, TypeError):
       raise InputError(f"{out}:{lineno}: not a prediction line; choose another --out") from None
     if obj.get("checkpoint") != checkpoint:
@@ -222,12 +220,13 @@ def run_manifest(args: argparse.Namespace, checkpoint: str) -> None:
     records = read_jsonl(args.manifest)
   except OSError as e:
     raise InputError(f"{args.manifest}: --manifest: {e.strerror or e}") from None
-  dupes = sorted(i for i, n in collections.Counter(r.id for r in records).items() if n > 1)
+  dupes = sorted(k for k, n in collections.Counter((r.dataset, r.id) for r in records).items() if n > 1)
   if dupes:
-    raise InputError(f"{args.manifest}: duplicate record ids {dupes[:5]} (resuming needs unique ids)")
+    raise InputError(f"{args.manifest}: duplicate records {', '.join(f'{d}/{i}' for d, i in dupes[:5])} (the same "
+                     "dataset and id; resuming needs them unique)")
   out = Path(args.out)
   done = finished(out, checkpoint)
-  todo = [r for r in records if r.id not in done]
+  todo = [r for r in records if (r.dataset, r.id) not in done]
   if not todo:
     print(f"{out}: all {len(records)} predictions already there")
     return

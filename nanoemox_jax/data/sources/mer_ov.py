@@ -1,10 +1,10 @@
 """MER-Caption+ and OV-MERD in the MER2025 track-2/3 CSV release.
 
 Folder files (Nano-EmoX `datasets/datasets/mercaptionplus_dataset.py`, `ovmerd_dataset.py`; zeroQiaoba/MERTools
-`MER2025/MER2025_Track23/config.py`): `track2_train_<x>.csv` (`name, openset`: a list written as
-`[a, b]` or `a, b`, empty meaning neutral), `track3_train_<x>.csv` (`name, reason`) and
-`subtitle_chieng.csv` (`name, chinese, english`; the English column is used). Media: `video/<name>.mp4`
-(or `video/video/`), `audio/<name>.wav`.
+`MER2025/MER2025_Track23/config.py`): `track2_train_<x>.csv` (`name, openset`: a list such as
+`['a', 'b']` or `a, b`, read by the reference's rule `split_labels`, empty meaning neutral),
+`track3_train_<x>.csv` (`name, reason`) and `subtitle_chieng.csv` (`name, chinese, english`; the English column
+is used). Media: `video/<name>.mp4` (or `video/video/`), `audio/<name>.wav`.
 
 MER-Caption+ gives an OV-MER record per item and an ERI record (`<name>#eri`) where a reason exists
 (the authors' `hybird` label type draws between the two). OV-MERD, a benchmark, gives OV-MER records
@@ -13,19 +13,34 @@ and keeps the reason in `meta`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from nanoemox_jax.data import templates
 from nanoemox_jax.data.manifest import Record
 from nanoemox_jax.data.sources.common import Media, SourceError, read_rows, subtitles_from
 
+_LIST_SPLIT = re.compile("[,'\"]")
+
+
+def split_labels(text: str) -> list[str]:
+  """A label list read as the reference reads it: zeroQiaoba/MERTools `MER2025/MER2025_Track23/toolkit/utils/
+  functions.py` `string_to_list`, which AffectGPT's OV-MER readers (`ovmerd_dataset.py`,
+  `mercaptionplus_dataset.py`) and its metric (`my_affectgpt/evaluation/wheel.py`) call.
+
+  Nothing is stripped first; a leading `[` and a trailing `]` are dropped each on its own; the rest is split at
+  every comma and every single or double quote; the pieces are stripped and the empty ones dropped. So
+  `[], ["confused"]` -> [']', '[', 'confused'], `"it's", sad` -> ['it', 's', 'sad'], and a full-width comma
+  does not split. A lone `[` gives [] (the reference raises IndexError on it).
+  """
+  body = text[1:] if text.startswith("[") else text
+  body = body[:-1] if body.endswith("]") else body
+  return [piece.strip() for piece in _LIST_SPLIT.split(body) if piece.strip()]
+
+
 def parse_openset(text: str) -> tuple[str, ...]:
-  """The authors' `string_to_list`: strip brackets, split on commas, strip quotes; empty -> neutral."""
-  text = text.strip()
-  if text.startswith("[") and text.endswith("]"):
-    text = text[1:-1]
-  items = [item.strip().strip("'\"") for item in text.split(",")]
-  return tuple(item for item in items if item) or ("neutral",)
+  """An `openset` cell's labels (`split_labels`); an empty list is ('neutral',), as the reference readers do."""
+  return tuple(split_labels(text)) or ("neutral",)
 
 
 def read(dataset: str, src: Path, split: str, media: Media) -> list[Record]:
