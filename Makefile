@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q
 
-.PHONY: demo test test-all clean
+.PHONY: demo test test-all rehearsal clean
 
 $(VENV)/.base: pyproject.toml
 	@PYBIN=$$(bash tools/find_python.sh) && echo "using $$PYBIN" && "$$PYBIN" -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(VENV)/.test
 
 test-all: $(VENV)/.test
 	$(PY) -m pytest
+
+# benchmarks/rehearsal.py at the tiny size (a guard, 9 min), then at the full size (60 min, 17.4 GB of RAM; alone)
+rehearsal: $(VENV)/.test
+	$(PY) -m pytest -m slow tests/test_rehearsal.py -s -x
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
