@@ -172,8 +172,15 @@ def test_reply_parsing():
 
 def test_mer_unibench_through_the_judge(server, tmp_path):
   j = _judge(server, tmp_path)
-  labels, replies = mer_unibench.predicted_labels(["He looks gloomy.", "She smiles."], j)
+  asked = [Prediction(id=str(i), task="mer", dataset="meld", text=t, answer=t)
+           for i, t in enumerate(["He looks gloomy.", "She smiles."])]
+  labels, replies = mer_unibench.predicted_labels(asked, j)
   assert labels == [["sad", "worried"], ["happy"]] and replies == ["[sad, worried]", "[happy]"]
+  # a reply already on disk (a published -openset.npz) is used as it is: no request for it
+  sent = j.requests_sent + j.cache_hits
+  on_disk = Prediction(id="2", task="mer", dataset="meld", text="She smiles.", answer="", openset="[angry]")
+  labels, replies = mer_unibench.predicted_labels([asked[0], on_disk], j)
+  assert labels == [["sad", "worried"], ["angry"]] and j.requests_sent + j.cache_hits == sent + 1
   records = [Record(id=str(i), task="msa", dataset="mosei", split="test", target="", labels=(s,), meta={"valence": v})
              for i, (s, v) in enumerate([("negative", -2.0), ("positive", 1.0), ("positive", 0.6)])]
   preds = [Prediction(id=str(i), task="msa", dataset="mosei", text=t, answer=t)

@@ -4,7 +4,10 @@
 reads them. One JSON object per line: {"id", "task", "dataset", "text" (the whole decoded answer), "answer" (ERG:
 the reply without the <think> block; otherwise the same as text), "think" (ERG: the <think> content, else null),
 "gates" ({name: weight} of the fusion gate, or null), "checkpoint"}. On reading, "answer", "think", "gates" and
-"checkpoint" are optional and any other field is an error; several files (or one file holding several
+"checkpoint" are optional, as are a judge's outputs already at hand, "openset" (its label list for the answer) and
+"sentiment" (its positive / negative / neutral for that list), which `evaluate` then uses instead of asking a
+judge; any other field is an error. AffectGPT's / Nano-EmoX's published `.npz` outputs are read too
+(`data/published.py`); several files (or one file holding several
 checkpoints) give a checkpoint range, and a line without a checkpoint takes its file's stem. A record is named by
 its (dataset, id): ids need only be unique within a dataset (SIMS and SIMSv2 share theirs).
 
@@ -107,14 +110,15 @@ def json_lines(path: str | Path, what: str) -> Iterator[tuple[int, dict[str, Any
 SCHEMA = {"id": ("a non-empty string", True), "task": ("a string", True),
           "dataset": ("a non-empty string", True), "text": ("a string", True),
           "answer": ("a string or null", False), "think": ("a string or null", False),
-          "gates": ("an object of numbers or null", False), "checkpoint": ("a string or null", False)}
+          "gates": ("an object of numbers or null", False), "checkpoint": ("a string or null", False),
+          "openset": ("a string or null", False), "sentiment": ("a string or null", False)}
 
 
 @dataclass(frozen=True)
 class Prediction:
   """One record's answer (JSON-serialisable through `to_json` / `from_json`). gates: fusion expert name ->
   weight, None without gated fusion or when the fusion token was masked (video or audio missing); checkpoint:
-  the model that answered."""
+  the model that answered; openset / sentiment: a judge's replies already on disk (None: not given)."""
   id: str
   task: str
   dataset: str
@@ -123,6 +127,8 @@ class Prediction:
   think: str | None = None
   gates: Mapping[str, float] | None = None
   checkpoint: str = ""
+  openset: str | None = None
+  sentiment: str | None = None
 
   @classmethod
   def from_text(cls, id: str, task: str, dataset: str, text: str, gates: Mapping[str, float] | None = None,
@@ -134,7 +140,8 @@ class Prediction:
   def to_json(self) -> dict[str, Any]:
     return {"id": self.id, "task": self.task, "dataset": self.dataset, "text": self.text, "answer": self.answer,
             "think": self.think, "gates": None if self.gates is None else dict(self.gates),
-            "checkpoint": self.checkpoint}
+            "checkpoint": self.checkpoint,
+            **{k: v for k, v in (("openset", self.openset), ("sentiment", self.sentiment)) if v is not None}}
 
   @classmethod
   def from_json(cls, obj: dict[str, Any], default_checkpoint: str = "", where: str = "prediction") -> Prediction:
@@ -147,7 +154,8 @@ class Prediction:
     return cls(id=obj["id"], task=obj["task"], dataset=obj["dataset"], text=obj["text"],
                answer=obj["text"] if answer is None else answer, think=obj.get("think"),
                gates=None if gates is None else {k: float(v) for k, v in gates.items()},
-               checkpoint=obj.get("checkpoint") or default_checkpoint)
+               checkpoint=obj.get("checkpoint") or default_checkpoint, openset=obj.get("openset"),
+               sentiment=obj.get("sentiment"))
 
 
 def split_think(text: str) -> tuple[str | None, str]:
@@ -184,17 +192,23 @@ def expand(patterns: Iterable[str]) -> list[Path]:
   return list(paths)
 
 
-def read_checkpoints(patterns: Iterable[str], datasets: Collection[str] | None = None
-                     ) -> dict[str, list[Prediction]]:
-  """checkpoint -> its predictions from the files of `patterns` (see `expand`), checkpoints in natural order
-  (`ckpt_9` before `ckpt_10`). Within one checkpoint a (dataset, id) may appear once; with `datasets`, a
-  prediction of another dataset is an error. Every problem is an InputError naming the file, line and field."""
+def read_checkpoints(patterns: Iterable[str], datasets: Collection[str] | None = None,
+                     read_npz: Callable[[Path], list[Prediction]] | None = None) -> dict[str, list[Prediction]]:
+  """checkpoint -> its predictions from the files of `patterns` (see `expand`; `.npz` files, published outputs,
+  go to `read_npz`, e.g. `data.published.read`), checkpoints in natural order (`ckpt_9` before `ckpt_10`).
+  Within one checkpoint a (dataset, id) may appear once; with `datasets`, a prediction of another dataset is an
+  error. Every problem is an InputError naming the file, line and field."""
   by_checkpoint: dict[str, list[Prediction]] = {}
   seen: dict[tuple[str, str, str], str] = {}  # (checkpoint, dataset, id) -> where first
   for path in expand(patterns):
-    for lineno, obj in json_lines(path, "predictions"):
-      where = f"{path}:{lineno}"
-      p = Prediction.from_json(obj, path.stem, where)
+    if path.suffix == ".npz":
+      if read_npz is None:
+        raise InputError(f"{path}: .npz predictions are read by `python -m nanoemox_jax.evaluate` only")
+      lines: Iterable[tuple[str, Prediction]] = ((f"{path} name {p.id!r}", p) for p in read_npz(path))
+    else:
+      lines = ((f"{path}:{n}", Prediction.from_json(obj, path.stem, f"{path}:{n}"))
+               for n, obj in json_lines(path, "predictions"))
+    for where, p in lines:
       if datasets is not None and p.dataset not in datasets:
         raise InputError(f"{where}: field 'dataset': unknown dataset {p.dataset!r} (known: "
                          f"{', '.join(sorted(datasets))})")

@@ -7,7 +7,9 @@ range) against a manifest (the `--labels` JSONL of `nanoemox_jax.data.manifest` 
 --out. Records and predictions are matched by (dataset, id). `--select fixed` scores one checkpoint
 (`--checkpoint NAME`, default the last), `--select best` the best of the range per dataset. `--judge none` reads
 label lists from the answers; `--judge FILE` (JSON settings) or `--judge env` uses the LLM judge (see
-`evaluate/judge.py`). A dataset of the labels without any prediction is shown as "–" and listed in report.md.
+`evaluate/judge.py`); judge replies the predictions carry (JSONL "openset" / "sentiment", or the published
+`-openset.npz` / `-openset-sentiment.npz` files) are used as they are, with no query. A dataset of the labels
+without any prediction is shown as "–" and listed in report.md.
 
 Exit codes: 0 scored; 2 bad input (a missing or unreadable file, a line that is not UTF-8 or not a JSON object of
 the formats below, a missing, unknown or mistyped field, a duplicate (dataset, id), an unknown benchmark,
@@ -22,6 +24,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from nanoemox_jax.data import published
 from nanoemox_jax.data.predictions import InputError, Prediction, read_checkpoints
 from nanoemox_jax.evaluate import emer, report, suite, wheel
 from nanoemox_jax.evaluate.judge import Judge, JudgeConfig
@@ -53,6 +56,10 @@ def formats() -> str:
            "  --predictions, as `python -m nanoemox_jax.infer` writes them (answer, think, gates, checkpoint "
            "optional):",
            "    " + json.dumps(PREDICTION_EXAMPLE, ensure_ascii=False),
+           "    (optional \"openset\" / \"sentiment\": a judge's replies already at hand, used instead of asking one)",
+           "  --predictions may also name AffectGPT / Nano-EmoX outputs (data/published.py), e.g.",
+           "    output/results-cmumosi/<run>/checkpoint_000030_loss_0.602.npz  name2reason: {name: answer}",
+           "    ...-openset.npz, ...-openset-sentiment.npz beside it  filenames, fileitems: judge replies, reused",
            "  --labels, manifest records (id, task, dataset, split, target required), one example per task scored:"]
   lines += ["    " + json.dumps(example, ensure_ascii=False) for example in LABEL_EXAMPLES]
   lines += ["  --judge FILE, one JSON object (see evaluate/judge.py JudgeConfig):", "    " + json.dumps(JUDGE_EXAMPLE)]
@@ -86,7 +93,7 @@ def run(args: argparse.Namespace) -> None:
                      f"{', '.join(suite.datasets_for(args.benchmark))} with their benchmark task)")
   if "emer" in groups and judge is None:
     raise InputError(f"{args.labels}: EMER records are scored by an LLM judge only; pass --judge FILE or env")
-  by_checkpoint = read_checkpoints(args.predictions, set(suite.TASK) | {r.dataset for r in records})
+  by_checkpoint = read_checkpoints(args.predictions, set(suite.TASK) | {r.dataset for r in records}, published.read)
   names = list(by_checkpoint)
   if args.select == "fixed":
     if args.checkpoint is not None and args.checkpoint not in by_checkpoint:

@@ -117,13 +117,32 @@ def _check(a: Sequence, b: Sequence) -> None:
     raise ValueError(f"need as many predictions as truths, got {len(b)} and {len(a)}")
 
 
-def predicted_labels(texts: Sequence[str], judge: Judge | None) -> tuple[list[list[str]], list[str]]:
-  """(label lists, judge replies) for answers: the judge's open-set extraction (reference
+def predicted_labels(predictions: Sequence[Prediction], judge: Judge | None) -> tuple[list[list[str]], list[str]]:
+  """(label lists, judge replies) for answers: a judge's reply already on disk (`Prediction.openset`, as the
+  reference reuses an existing `-openset.npz`), else the judge's open-set extraction (reference
   `extract_openset_batchcalling`), or with no judge the answers' own lists (`answer_labels`; replies empty)."""
+  replies = [p.openset for p in predictions]
+  ask = [i for i, r in enumerate(replies) if r is None]
   if judge is None:
-    return [answer_labels(t) for t in texts], [""] * len(texts)
-  replies = [clean_reply(r) for r in judge.complete([openset_prompt(t) for t in texts])]
+    labels = [split_labels(r) if r is not None else answer_labels(p.text) for p, r in zip(predictions, replies)]
+    return labels, [r or "" for r in replies]
+  for i, reply in zip(ask, judge.complete([openset_prompt(predictions[i].text) for i in ask])):
+    replies[i] = clean_reply(reply)
   return [split_labels(r) for r in replies], replies
+
+
+def sentiments(predictions: Sequence[Prediction], labels: Sequence[Sequence[str]], replies: Sequence[str],
+               judge: Judge | None) -> list[str]:
+  """Each answer's sentiment word: a judge's reply on disk (`Prediction.sentiment`, used as it is, as the reference
+  reads `-openset-sentiment.npz`), else the judge's reply for the open-set labels, or with no judge the label list
+  when it is a single word (any case)."""
+  out = [p.sentiment for p in predictions]
+  ask = [i for i, s in enumerate(out) if s is None]
+  if judge is None:
+    return [s if s is not None else labels[i][0].lower() if len(labels[i]) == 1 else "" for i, s in enumerate(out)]
+  for i, reply in zip(ask, judge.complete([sentiment_prompt(replies[i]) for i in ask])):
+    out[i] = clean_reply(reply)
+  return out
 
 
 def _valence(record: Record) -> float:
@@ -148,15 +167,12 @@ def _confusion_class(labels: Sequence[str], candidates: Sequence[str], wheels: W
 
 def score(dataset: str, records: Sequence[Record], predictions: Sequence[Prediction], judge: Judge | None,
           wheels: Wheels) -> dict[str, Any]:
-  """One MER-UniBench dataset: {"main", "scores", ...}; `records` and `predictions` are aligned pairs. MSA with no
-  judge takes the answer's label list when it is a single word (positive / negative / neutral, any case)."""
-  labels, replies = predicted_labels([p.text for p in predictions], judge)
+  """One MER-UniBench dataset: {"main", "scores", ...}; `records` and `predictions` are aligned pairs. Judge replies
+  the predictions carry are used as they are (`predicted_labels`, `sentiments`)."""
+  labels, replies = predicted_labels(predictions, judge)
   if dataset in SENTIMENT:
-    if judge is None:
-      sentiments = [ls[0].lower() if len(ls) == 1 else "" for ls in labels]
-    else:
-      sentiments = [clean_reply(r) for r in judge.complete([sentiment_prompt(r) for r in replies])]
-    s = sentiment_scores([_valence(r) for r in records], [sentiment_value(x) for x in sentiments])
+    words = sentiments(predictions, labels, replies, judge)
+    s = sentiment_scores([_valence(r) for r in records], [sentiment_value(x) for x in words])
     return {"main": "weighted_f1", "scores": {"weighted_f1": s["weighted_f1"], "accuracy": s["accuracy"]},
             "counted": s["counted"]}
   truth = [list(r.labels) for r in records]

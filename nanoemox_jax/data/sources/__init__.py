@@ -8,7 +8,7 @@ from pathlib import Path
 
 from nanoemox_jax.data.manifest import SPLITS, Record
 from nanoemox_jax.data.sources import (avamerg, conversation, emer, iemocap, intent, meld, mer_challenge, mer_ov,
-                                       merr, mmsa)
+                                       merbench, merr, mmsa)
 from nanoemox_jax.data.sources.common import Media, SourceError
 
 
@@ -46,7 +46,8 @@ SOURCES = {
 def read_source(dataset: str, src: str | Path, split: str | None = None,
                 media_root: str | Path | None = None) -> tuple[list[Record], list[str]]:
   """(records, missing media paths). `src` is an annotation file or the dataset folder; media are
-  looked up under `media_root` (default: that folder, or the file's folder)."""
+  looked up under `media_root` (default: that folder, or the file's folder). A MER-UniBench dataset's MERBench
+  label file (`.npz`, or a folder holding it) goes to `merbench.read`, its release files to the reader above."""
   if dataset not in SOURCES:
     raise SourceError(f"unknown dataset {dataset!r}; known: {sorted(SOURCES)}")
   source, src = SOURCES[dataset], Path(src)
@@ -54,4 +55,5 @@ def read_source(dataset: str, src: str | Path, split: str | None = None,
   if split not in SPLITS:
     raise SourceError(f"split {split!r} is not one of {SPLITS}")
   media = Media(Path(media_root) if media_root else (src if src.is_dir() else src.parent))
-  return source.read(dataset, src, split, media), media.missing
+  read = merbench.read if merbench.is_label_file(dataset, src) else source.read
+  return read(dataset, src, split, media), media.missing
