@@ -65,6 +65,7 @@ def test_affectgpt_outputs_score_as_its_scorer(tmp_path, capsys):
     assert scores["meld"]["n"] == scores["sims"]["n"] == 12
   assert report["selected"]["meld"]["checkpoint"] == "checkpoint_000035_loss_0.597"  # the reference's argmax
   assert "| AffectGPT | - | - | 72.73 | - | - | - | 90.75 | - | - |" in table
+  assert "judge replies read from the predictions (no query): 48" in (out / "report.md").read_text()
 
 
 def test_published_reader(tmp_path):

@@ -116,6 +116,9 @@ def run(args: argparse.Namespace) -> None:
             "judge": judge.config.describe() if judge else None, "average": average, "selected": selected,
             "checkpoints": {c: {d: {k: r[k] for k in ("main", "scores", "n", "missing")} for d, r in results.items()}
                             for c, results in per_checkpoint.items()}}
+  on_disk = sum(p.openset is not None or p.sentiment is not None for ps in by_checkpoint.values() for p in ps)
+  if on_disk:
+    record["judge_replies_on_disk"] = on_disk
   if judge and "emer" in selected:
     record["judge"]["emer_sampling"] = emer.SAMPLING
   if judge:

@@ -157,6 +157,8 @@ def write(out: str | Path, record: Mapping[str, Any], table: str,
   lines = ["# Evaluation report", "", f"- model: {record['model']}", f"- benchmark: {record['benchmark']}",
            f"- checkpoint selection: {PROTOCOL_TEXT[record['protocol']]}",
            f"- judge: {json.dumps(judge) if judge else 'none (label lists read from the answers)'}",
+           *([f"- judge replies read from the predictions (no query): {record['judge_replies_on_disk']}"]
+             if record.get("judge_replies_on_disk") else []),
            f"- predictions: {', '.join(record['predictions'])}", f"- labels: {record['labels']}"]
   if missing := unscored(record["selected"]):
     lines.append(f"- without any prediction (not scored, {UNSCORED} in the tables): " + ", ".join(
