@@ -13,6 +13,7 @@ step time (every phase runs all towers and the LM forward + backward; only the t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -28,9 +29,11 @@ from nanoemox_jax.train.config import paper_phase
 PAPER_HOURS = 32.0  # Nano-EmoX's full P2E on one RTX 4090
 SCHEDULE = ("1a", "1b", "2", "3")
 DTYPES = {"bf16": jnp.bfloat16, "fp32": jnp.float32}
-# (phase, compute dtype, remat): phase 3 first (the acceptance row), then the other phases for the projection.
-RUNS = (("3", "bf16", True), ("3", "fp32", True), ("1a", "bf16", True), ("2", "bf16", True),
-        ("1b", "bf16", True), ("3", "bf16", False))
+# (phase, compute dtype, remat, LM attention): phase 3 first (the acceptance rows: XLA's attention, then cuDNN's
+# fused flash attention), then the other phases for the projection.
+RUNS = (("3", "bf16", True, "xla"), ("3", "bf16", True, "cudnn"), ("3", "fp32", True, "xla"),
+        ("1a", "bf16", True, "xla"), ("2", "bf16", True, "xla"), ("1b", "bf16", True, "xla"),
+        ("3", "bf16", False, "xla"))
 
 
 def matmul_peak(dtype, n: int) -> float:
@@ -61,27 +64,33 @@ def main(argv: list[str] | None = None) -> None:
                 runs=[])
   print(f"{result['device']}: matmul peak bf16 {result['peak_bf16'] / 1e12:.0f} TFLOP/s, "
         f"fp32 {result['peak_fp32'] / 1e12:.0f} TFLOP/s", flush=True)
-  for phase, dtype, remat in RUNS:
+  for phase, dtype, remat, attention in RUNS:
     if time.perf_counter() - begin > args.budget:
       break
     kw = dict(dtype=DTYPES[dtype], tower_dtype=jnp.bfloat16)
-    run = dict(phase=phase, compute=dtype, remat=remat,
-               **time_steps(cfg, phase, args.batch, args.seq, args.accumulation, remat=remat, **kw))
+    run_cfg = dataclasses.replace(cfg, attention_implementation=attention)
+    try:
+      run = dict(phase=phase, compute=dtype, remat=remat, attention=attention,
+                 **time_steps(run_cfg, phase, args.batch, args.seq, args.accumulation, remat=remat, **kw))
+    except Exception as e:  # e.g. a cuDNN without fused attention for these shapes: recorded, the others still run
+      result["runs_failed"] = result.get("runs_failed", []) + [dict(phase=phase, attention=attention, error=repr(e))]
+      print(f"phase {phase} {dtype} attention={attention}: {e!r}", flush=True)
+      continue
     print(json.dumps(run), flush=True)
-    run["flops"] = model_flops(cfg, phase, args.batch, args.seq, args.accumulation, **kw)
+    run["flops"] = model_flops(run_cfg, phase, args.batch, args.seq, args.accumulation, **kw)
     run["mfu"] = run["flops"] / run["step_s"] / result["peak_bf16"] if run["flops"] else None
     result["runs"].append(run)
     out.write_text(json.dumps(result, indent=1))
   best = {}
   for r in result["runs"]:  # fastest remat-on bf16 run per phase (remat on: the configuration that fits 24 GB)
-    if r["remat"] and r["compute"] == "bf16":
+    if r["remat"] and r["compute"] == "bf16" and r["attention"] == "xla":
       best[r["phase"]] = min(best.get(r["phase"], r["step_s"]), r["step_s"])
   if "3" in best:
     per_phase = {p: paper_phase(p).optim.steps * best.get(p, best["3"]) / 3600 for p in SCHEDULE}
     result["projection_hours"] = dict(per_phase=per_phase, measured=sorted(best), total=sum(per_phase.values()),
                                       paper_rtx4090=PAPER_HOURS)
   out.write_text(json.dumps(result, indent=1))
-  rows = [(f"phase {r['phase']} {r['compute']} remat={r['remat']}", f"{r['step_s']:.3f} s/step",
+  rows = [(f"phase {r['phase']} {r['compute']} remat={r['remat']} attention={r['attention']}", f"{r['step_s']:.3f} s/step",
            f"MFU {100 * (r['mfu'] or 0):.1f}%, compile {r['compile_s']:.0f} s, peak {r['peak_gb']:.1f} GB, "
            f"recompiles {r['second_call_compilations']}") for r in result["runs"]]
   if "projection_hours" in result:

@@ -122,3 +122,9 @@ def test_config_refuses_unsupported_fields():
     qwen2.Qwen2Config.from_hf(base | {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0}})
   with pytest.raises(ValueError, match="num_key_value_heads"):
     qwen2.Qwen2Config.from_hf(base | {"num_attention_heads": 6, "num_key_value_heads": 4})
+
+
+def test_attention_implementation_is_checked_by_name():
+  with pytest.raises(ValueError, match="attention_implementation='flash' is not one of"):
+    qwen2.Qwen2ForCausalLM(qwen2.Qwen2Config.from_hf(tiny_qwen2_config().to_dict()), rngs=nnx.Rngs(0),
+                           attention_implementation="flash")

@@ -67,6 +67,7 @@ class NanoEmoXConfig:
   face_input: str = "crop"  # "crop" (detected face, ImageNet-normalised) or "raw_frames" (authors' code)
   dropout: float = 0.1
   normalize_audio: bool = True  # Wav2Vec2FeatureExtractor do_normalize, per clip
+  attention_implementation: str = "xla"  # the LM's attention core: "xla" or "cudnn" (fused flash, GPU + bf16)
   # Token ids of the placeholders. Defaults: the bundled Qwen2 tokenizer's (`data.tokenizer.BUNDLED`); a model
   # folder records its own tokenizer's (`checkpoints.parts`), and the data pipeline checks them against it.
   frame_token_id: int = 151648  # <FrameHere>
@@ -87,6 +88,9 @@ class NanoEmoXConfig:
     if self.pairing == "layer_wise" and len(self.audio_layers) != len(self.visual_layers):
       problems.append(f"layer_wise pairing needs as many audio_layers {self.audio_layers} as visual_layers "
                       f"{self.visual_layers}")
+    if self.attention_implementation not in qwen2.ATTENTION_IMPLEMENTATIONS:
+      problems.append(f"attention_implementation={self.attention_implementation!r} is not one of "
+                      f"{qwen2.ATTENTION_IMPLEMENTATIONS}")
     if self.face_input not in ("crop", "raw_frames"):
       problems.append(f"face_input={self.face_input!r} is not 'crop' or 'raw_frames'")
     if "M" in self.modalities and self.fusion_type == "experts":
@@ -228,7 +232,8 @@ class NanoEmoX(nnx.Module):
       self.face_temporal = FaceTemporal(cfg, **kw)
     if "M" in m:
       self.fusion = MultiScaleFusion(cfg.fusion, **kw) if cfg.fusion_type == "experts" else AttentionFusion(cfg, **kw)
-    self.llm = freeze(qwen2.Qwen2ForCausalLM(cfg.llm, **kw), tower_dtype)
+    self.llm = freeze(qwen2.Qwen2ForCausalLM(cfg.llm, attention_implementation=cfg.attention_implementation, **kw),
+                      tower_dtype)
     if cfg.lora is not None:
       apply_lora(self.llm, cfg.lora, rngs=rngs)
 

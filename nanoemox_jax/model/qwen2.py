@@ -1,8 +1,8 @@
 """Qwen2 / Qwen2.5 decoder in Flax NNX. Corresponds to HF `Qwen2ForCausalLM`.
 
 Parameter paths mirror HF: `model.layers.3.self_attn.q_proj.kernel` is the transpose of
-`model.layers.3.self_attn.q_proj.weight`. Grouped-query attention never repeats K/V: queries are
-viewed as [B, T, K, G, H] (K kv heads, G = heads per kv head).
+`model.layers.3.self_attn.q_proj.weight`. Grouped-query attention never repeats K/V
+(`jax.nn.dot_product_attention` views the N query heads as K kv heads x G).
 """
 
 from __future__ import annotations
@@ -90,35 +90,41 @@ class KVCache(NamedTuple):
     return self.valid.sum(-1).astype(jnp.int32)
 
 
-class Qwen2Attention(nnx.Module):
-  """Corresponds to HF `Qwen2Attention` (q/k/v with bias, o without)."""
+ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn")
 
-  def __init__(self, cfg: Qwen2Config, *, rngs: nnx.Rngs, dtype: DType, param_dtype: DType):
+
+class Qwen2Attention(nnx.Module):
+  """Corresponds to HF `Qwen2Attention` (q/k/v with bias, o without).
+
+  The core is `jax.nn.dot_product_attention` (fp32 scores, GQA without repeating K/V): `implementation`
+  "xla" runs everywhere; "cudnn" is cuDNN's fused flash attention (GPU, bf16/fp16, head_dim <= 128).
+  """
+
+  def __init__(self, cfg: Qwen2Config, *, rngs: nnx.Rngs, dtype: DType, param_dtype: DType,
+               implementation: str = "xla"):
     n, k, h, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.hidden_size
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     self.q_proj = Linear(d, n * h, use_bias=True, **kw)
     self.k_proj = Linear(d, k * h, use_bias=True, **kw)
     self.v_proj = Linear(d, k * h, use_bias=True, **kw)
     self.o_proj = Linear(n * h, d, use_bias=False, **kw)
-    self.num_kv, self.group, self.head_dim, self.dtype = k, n // k, h, dtype
+    self.num_heads, self.num_kv, self.head_dim, self.dtype = n, k, h, dtype
+    self.implementation = implementation
 
   def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
                cache_kv: tuple[jax.Array, jax.Array] | None, index: jax.Array | None):
     """x [B, T, D]; mask [B, T, S] bool; cache_kv ([B, S, K, H] x2) written at slot `index`."""
     b, t, _ = x.shape
-    q = self.q_proj(x).reshape(b, t, self.num_kv, self.group, self.head_dim)  # [B, T, K, G, H]
+    q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)  # [B, T, N, H], N = K * G
     k = self.k_proj(x).reshape(b, t, self.num_kv, self.head_dim)  # [B, T, K, H]
     v = self.v_proj(x).reshape(b, t, self.num_kv, self.head_dim)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if cache_kv is not None:
       k = jax.lax.dynamic_update_slice(cache_kv[0], k.astype(cache_kv[0].dtype), (0, index, 0, 0))  # [B, S, K, H]
       v = jax.lax.dynamic_update_slice(cache_kv[1], v.astype(cache_kv[1].dtype), (0, index, 0, 0))
-    scores = jnp.einsum("btkgh,bskh->bkgts", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
-    scores = scores * self.head_dim**-0.5
-    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)  # [B, K, G, T, S]
-    out = jnp.einsum("bkgts,bskh->btkgh", probs, v.astype(self.dtype)).reshape(b, t, -1)
-    return self.o_proj(out), (k, v)
+    out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask[:, None],
+                                       implementation=None if self.implementation == "xla" else "cudnn")
+    return self.o_proj(out.reshape(b, t, -1)), (k, v)  # out [B, T, N, H]
 
 
 class Qwen2MLP(nnx.Module):
@@ -137,9 +143,10 @@ class Qwen2MLP(nnx.Module):
 class Qwen2DecoderLayer(nnx.Module):
   """Pre-norm block. Corresponds to HF `Qwen2DecoderLayer`."""
 
-  def __init__(self, cfg: Qwen2Config, *, rngs: nnx.Rngs, dtype: DType, param_dtype: DType):
+  def __init__(self, cfg: Qwen2Config, *, rngs: nnx.Rngs, dtype: DType, param_dtype: DType,
+               attention_implementation: str = "xla"):
     kw = dict(dtype=dtype, param_dtype=param_dtype)
-    self.self_attn = Qwen2Attention(cfg, rngs=rngs, **kw)
+    self.self_attn = Qwen2Attention(cfg, rngs=rngs, implementation=attention_implementation, **kw)
     self.mlp = Qwen2MLP(cfg, rngs=rngs, **kw)
     self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, **kw)
     self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, **kw)
@@ -153,21 +160,30 @@ class Qwen2DecoderLayer(nnx.Module):
 class Qwen2Model(nnx.Module):
   """Embedding, decoder stack and final norm. Corresponds to HF `Qwen2Model`."""
 
-  def __init__(self, cfg: Qwen2Config, *, rngs: nnx.Rngs, dtype: DType, param_dtype: DType):
+  def __init__(self, cfg: Qwen2Config, *, rngs: nnx.Rngs, dtype: DType, param_dtype: DType,
+               attention_implementation: str = "xla"):
     self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.hidden_size, dtype=dtype, param_dtype=param_dtype,
                                   embedding_init=nnx.initializers.normal(0.02), rngs=rngs)
-    self.layers = nnx.List([Qwen2DecoderLayer(cfg, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+    self.layers = nnx.List([Qwen2DecoderLayer(cfg, rngs=rngs, dtype=dtype, param_dtype=param_dtype,
+                                              attention_implementation=attention_implementation)
                             for _ in range(cfg.num_hidden_layers)])
     self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype, param_dtype=param_dtype)
 
 
 class Qwen2ForCausalLM(nnx.Module):
-  """Corresponds to HF `Qwen2ForCausalLM`; `lm_head` exists only when embeddings are untied."""
+  """Corresponds to HF `Qwen2ForCausalLM`; `lm_head` exists only when embeddings are untied.
+
+  `attention_implementation`: "xla" or "cudnn" (see `Qwen2Attention`); it changes no parameter.
+  """
 
   def __init__(self, cfg: Qwen2Config, *, rngs: nnx.Rngs, dtype: DType = jnp.float32,
-               param_dtype: DType = jnp.float32):
+               param_dtype: DType = jnp.float32, attention_implementation: str = "xla"):
+    if attention_implementation not in ATTENTION_IMPLEMENTATIONS:
+      raise ValueError(f"Qwen2ForCausalLM: attention_implementation={attention_implementation!r} is not one of "
+                       f"{ATTENTION_IMPLEMENTATIONS}")
     self.config, self.dtype = cfg, dtype
-    self.model = Qwen2Model(cfg, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+    self.model = Qwen2Model(cfg, rngs=rngs, dtype=dtype, param_dtype=param_dtype,
+                            attention_implementation=attention_implementation)
     self.lm_head = None if cfg.tie_word_embeddings else Linear(
         cfg.hidden_size, cfg.vocab_size, use_bias=False, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
 
