@@ -37,6 +37,8 @@ def write_labels(root) -> dict[str, str]:
   npz("mer2023", "label-6way.npz", train_corpus=train, test1_corpus={
       "sample_00000010": ("happy", 1.0), "sample_00000011": ("sad", -1.0), "sample_00000012": ("angry", -2.0),
       "sample_00000013": ("worried", -1.0)}, test2_corpus={}, test3_corpus={})
+  (root / "mer2023" / "transcription-engchi-polish.csv").write_text(
+      "name,chinese,english\nsample_00000010,你好。,Hello there.\n", encoding="utf-8")
   npz("mer2024", "label-6way.npz", train_corpus=train,
       test1_corpus={"sample_00000020": ("sad", -10), "sample_00000021": ("worried", -10)})
   # MELD: emo indexes anger, joy, sadness, neutral, ...; names carry the split
@@ -86,6 +88,7 @@ def test_nine_columns_from_one_manifest(tmp_path, capsys):
   assert prepare.main([*argv, "--split", "test", "--out", str(manifest)]) == 0
   records = [json.loads(line) for line in manifest.read_text().splitlines()]
   assert len(records) == 4 + 2 + 4 + 3 + 4 + 2 + 3 + 2 + 2  # IEMOCAP: Session 5 only
+  assert [r["subtitle"] for r in records[:2]] == ["Hello there.", ""]  # MER2023 subtitles: the English column
   summary = json.loads(manifest.with_suffix(".summary.json").read_text())
   assert summary["datasets"]["sims"]["records"] == 3 and summary["datasets"]["iemocap"]["records"] == 3
   preds = tmp_path / "preds.jsonl"

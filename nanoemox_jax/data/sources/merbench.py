@@ -11,8 +11,9 @@ what AffectGPT's published outputs are keyed by.
 - IEMOCAP (`label_4way.npz`): one `whole_corpus`; Session 5 (name[4] == '5') is the test split as in the
   reference's `split_indexes_using_session`; `emo` an index into happy, sad, neutral, anger;
 - MOSI / MOSEI / SIMS / SIMSv2 (`label.npz`): `val` the valence, sentiment by its sign.
-dev is `val_corpus`. Subtitles come from the folder's transcription CSV when present; media from the folders of
-AffectGPT's `config.py` (`PATH_TO_RAW_VIDEO`, `PATH_TO_RAW_AUDIO`).
+dev is `val_corpus`. Subtitles come from the folder's `transcription-engchi-polish.csv` (`name, chinese, english`;
+the English column, MER2024 the Chinese one of `transcription_merge.csv`, as AffectGPT's readers) when present;
+media from the folders of AffectGPT's `config.py` (`PATH_TO_RAW_VIDEO`, `PATH_TO_RAW_AUDIO`).
 """
 
 from __future__ import annotations
