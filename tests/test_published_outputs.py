@@ -65,23 +65,27 @@ def test_affectgpt_outputs_score_as_its_scorer(tmp_path, capsys):
     assert scores["meld"]["n"] == scores["sims"]["n"] == 12
   assert report["selected"]["meld"]["checkpoint"] == "checkpoint_000035_loss_0.597"  # the reference's argmax
   assert "| AffectGPT | - | - | 72.73 | - | - | - | 90.75 | - | - |" in table
-  assert "judge replies read from the predictions (no query): 48" in (out / "report.md").read_text()
+  assert "- judge: none; 48 judge replies read from the predictions, used without a query" in (
+      out / "report.md").read_text()
 
 
 def test_published_reader(tmp_path):
-  preds = published.read(OUTPUTS / "results-sims" / RUN / "checkpoint_000030_loss_0.602.npz")
-  p = preds[1]
-  assert (p.dataset, p.task, p.id, p.checkpoint) == ("sims", "msa", "video_0010_0038", "checkpoint_000030_loss_0.602")
+  epoch = OUTPUTS / "results-sims" / RUN / "checkpoint_000030_loss_0.602"
+  pairs = published.read([f"{epoch}.npz"])
+  where, p = pairs[1]
+  assert (p.dataset, p.task, p.id, p.checkpoint) == ("sims", "msa", "video_0010_0038", epoch.name)
+  assert where == f"{epoch}.npz name 'video_0010_0038'"
   # the judge's list (on disk) differs from the answer's: the judge dropped "overwhelmed"
   assert "overwhelmed" in p.text and p.openset == "[concern, anxiety, frustration, stress]"
   assert p.sentiment == "negative"
-  # judge files beside their raw file add nothing by themselves; alone, they give predictions without text
-  assert published.read(OUTPUTS / "results-sims" / RUN / "checkpoint_000030_loss_0.602-openset.npz") == []
+  # any of an epoch's files names the epoch, which is read once
+  judge_files = [f"{epoch}-openset.npz", f"{epoch}-openset-sentiment.npz"]
+  assert published.read([f"{epoch}.npz", *judge_files]) == pairs == published.read(judge_files[:1])
+  # judge files without their raw file give predictions without text
   alone = tmp_path / "results-cmumosi" / "run"
   alone.mkdir(parents=True)
-  shutil.copy(OUTPUTS / "results-sims" / RUN / "checkpoint_000030_loss_0.602-openset-sentiment.npz",
-              alone / "ep1-openset-sentiment.npz")
-  preds = published.read(alone / "ep1-openset-sentiment.npz")
+  shutil.copy(judge_files[1], alone / "ep1-openset-sentiment.npz")
+  preds = [p for _, p in published.read([alone / "ep1-openset-sentiment.npz"])]
   assert [(p.dataset, p.text, p.openset, p.sentiment) for p in preds[:1]] == [("mosi", "", None, "negative")]
 
 

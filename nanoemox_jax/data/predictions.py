@@ -17,6 +17,7 @@ its (dataset, id): ids need only be unique within a dataset (SIMS and SIMSv2 sha
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
 import re
@@ -193,31 +194,33 @@ def expand(patterns: Iterable[str]) -> list[Path]:
 
 
 def read_checkpoints(patterns: Iterable[str], datasets: Collection[str] | None = None,
-                     read_npz: Callable[[Path], list[Prediction]] | None = None) -> dict[str, list[Prediction]]:
+                     read_npz: Callable[[list[Path]], list[tuple[str, Prediction]]] | None = None
+                     ) -> dict[str, list[Prediction]]:
   """checkpoint -> its predictions from the files of `patterns` (see `expand`; `.npz` files, published outputs,
-  go to `read_npz`, e.g. `data.published.read`), checkpoints in natural order (`ckpt_9` before `ckpt_10`).
+  go to `read_npz` all at once, e.g. `data.published.read`, which gives (where, prediction) pairs), checkpoints in
+  natural order (`ckpt_9` before `ckpt_10`).
   Within one checkpoint a (dataset, id) may appear once; with `datasets`, a prediction of another dataset is an
   error. Every problem is an InputError naming the file, line and field."""
   by_checkpoint: dict[str, list[Prediction]] = {}
   seen: dict[tuple[str, str, str], str] = {}  # (checkpoint, dataset, id) -> where first
-  for path in expand(patterns):
-    if path.suffix == ".npz":
-      if read_npz is None:
-        raise InputError(f"{path}: .npz predictions are read by `python -m nanoemox_jax.evaluate` only")
-      lines: Iterable[tuple[str, Prediction]] = ((f"{path} name {p.id!r}", p) for p in read_npz(path))
-    else:
-      lines = ((f"{path}:{n}", Prediction.from_json(obj, path.stem, f"{path}:{n}"))
-               for n, obj in json_lines(path, "predictions"))
-    for where, p in lines:
-      if datasets is not None and p.dataset not in datasets:
-        raise InputError(f"{where}: field 'dataset': unknown dataset {p.dataset!r} (known: "
-                         f"{', '.join(sorted(datasets))})")
-      key = (p.checkpoint, p.dataset, p.id)
-      if key in seen:
-        raise InputError(f"{where}: field 'id': a second prediction for {p.dataset} id {p.id!r} of checkpoint "
-                         f"{p.checkpoint!r} (the first at {seen[key]})")
-      seen[key] = where
-      by_checkpoint.setdefault(p.checkpoint, []).append(p)
+  paths = expand(patterns)
+  npz = [path for path in paths if path.suffix == ".npz"]
+  if npz and read_npz is None:
+    raise InputError(f"{npz[0]}: .npz predictions are read by `python -m nanoemox_jax.evaluate` only")
+  lines = itertools.chain(
+      ((f"{path}:{n}", Prediction.from_json(obj, path.stem, f"{path}:{n}"))
+       for path in paths if path.suffix != ".npz" for n, obj in json_lines(path, "predictions")),
+      read_npz(npz) if npz else ())
+  for where, p in lines:
+    if datasets is not None and p.dataset not in datasets:
+      raise InputError(f"{where}: field 'dataset': unknown dataset {p.dataset!r} (known: "
+                       f"{', '.join(sorted(datasets))})")
+    key = (p.checkpoint, p.dataset, p.id)
+    if key in seen:
+      raise InputError(f"{where}: field 'id': a second prediction for {p.dataset} id {p.id!r} of checkpoint "
+                       f"{p.checkpoint!r} (the first at {seen[key]})")
+    seen[key] = where
+    by_checkpoint.setdefault(p.checkpoint, []).append(p)
   return {k: by_checkpoint[k] for k in sorted(by_checkpoint, key=natural_key)}
 
 

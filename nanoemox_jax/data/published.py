@@ -6,13 +6,14 @@ Their inference writes one file per dataset and epoch, `output/results-<dataset>
 `<checkpoint>-openset.npz` and, for MSA, `<checkpoint>-openset-sentiment.npz`, each `filenames` and `fileitems`
 (unicode arrays). A raw file gives one prediction per name (text = the answer, checkpoint = the file stem) and
 carries the judge files found beside it (`Prediction.openset`, `.sentiment`), which are then scored as they
-are, with no judge query. A judge file whose raw file is beside it adds nothing by itself (so `dir/*.npz` works);
-one without its raw file gives predictions with an empty text. The dataset is the `results-<dataset>` folder
+are, with no judge query. Any of an epoch's files names the epoch (so `dir/*.npz` reads each epoch once); judge
+files without their raw file give predictions with an empty text. The dataset is the `results-<dataset>` folder
 (AffectGPT's names: cmumosi, cmumosei, iemocapfour, ... map to this project's).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from nanoemox_jax.data import npz
@@ -59,23 +60,26 @@ def _load(path: Path) -> dict[str, object]:
     raise InputError(str(e)) from None
 
 
-def read(path: str | Path) -> list[Prediction]:
-  """The predictions of one published `.npz` (see the module docstring); [] for a judge file read with its raw
-  file."""
-  path = Path(path)
-  name = path.name
-  if name.endswith(SENTIMENT):
-    base = path.with_name(name[:-len(SENTIMENT)])
-    if base.with_name(base.name + ".npz").is_file() or base.with_name(base.name + OPENSET).is_file():
-      return []
-  elif name.endswith(OPENSET):
-    base = path.with_name(name[:-len(OPENSET)])
-    if base.with_name(base.name + ".npz").is_file():
-      return []
-  else:
-    base = path.with_name(name.removesuffix(".npz"))
-  dataset = dataset_of(path)
-  raw_path, openset_path, sentiment_path = (base.with_name(base.name + s) for s in (".npz", OPENSET, SENTIMENT))
+def base_of(path: Path) -> Path:
+  """The raw-answer file that a published file belongs to: `x.npz` for `x.npz`, `x-openset.npz` and
+  `x-openset-sentiment.npz`."""
+  for suffix in (SENTIMENT, OPENSET, ".npz"):
+    if path.name.endswith(suffix):
+      return path.with_name(path.name[:-len(suffix)] + ".npz")
+  raise InputError(f"{path}: not an .npz file")
+
+
+def read(paths: Iterable[str | Path]) -> list[tuple[str, Prediction]]:
+  """(where, prediction) of published `.npz` files, one set per epoch however many of its files are named (see the
+  module docstring); `where` names the epoch's file and the item."""
+  bases = dict.fromkeys(base_of(Path(path)) for path in paths)
+  return [(f"{base} name {p.id!r}", p) for base in bases for p in _read_epoch(base)]
+
+
+def _read_epoch(raw_path: Path) -> list[Prediction]:
+  stem = raw_path.name.removesuffix(".npz")
+  dataset = dataset_of(raw_path)
+  openset_path, sentiment_path = raw_path.with_name(stem + OPENSET), raw_path.with_name(stem + SENTIMENT)
   texts: dict[str, str] | None = None
   if raw_path.is_file():
     reasons = _load(raw_path).get("name2reason")
@@ -87,6 +91,6 @@ def read(path: str | Path) -> list[Prediction]:
   sentiments = _pairs(sentiment_path) if sentiment_path.is_file() else {}
   names = list(texts if texts is not None else opensets or sentiments)
   return [Prediction(id=n, task=TASKS[dataset], dataset=dataset, text=(texts or {}).get(n, ""),
-                     answer=(texts or {}).get(n, ""), checkpoint=base.name, openset=opensets.get(n),
+                     answer=(texts or {}).get(n, ""), checkpoint=stem, openset=opensets.get(n),
                      sentiment=sentiments.get(n))
           for n in names]

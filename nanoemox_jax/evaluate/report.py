@@ -153,12 +153,12 @@ def write(out: str | Path, record: Mapping[str, Any], table: str,
   """report.md (table, protocol, judge, per-checkpoint main scores, counts), scores.json (`record`) and plots."""
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  judge = record["judge"]
+  judge, on_disk = record["judge"], record.get("judge_replies_on_disk")
   lines = ["# Evaluation report", "", f"- model: {record['model']}", f"- benchmark: {record['benchmark']}",
            f"- checkpoint selection: {PROTOCOL_TEXT[record['protocol']]}",
-           f"- judge: {json.dumps(judge) if judge else 'none (label lists read from the answers)'}",
-           *([f"- judge replies read from the predictions (no query): {record['judge_replies_on_disk']}"]
-             if record.get("judge_replies_on_disk") else []),
+           f"- judge: {json.dumps(judge) if judge else 'none'}" + (
+               f"; {on_disk} judge replies read from the predictions, used without a query" if on_disk
+               else "" if judge else " (label lists read from the answers)"),
            f"- predictions: {', '.join(record['predictions'])}", f"- labels: {record['labels']}"]
   if missing := unscored(record["selected"]):
     lines.append(f"- without any prediction (not scored, {UNSCORED} in the tables): " + ", ".join(
