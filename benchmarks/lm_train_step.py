@@ -1,8 +1,10 @@
 """LoRA fine-tuning step of the language model: nanoemox_jax (jitted, donated) vs transformers + PEFT (PyTorch).
 
-    python -m benchmarks.lm_train_step [--batch 4 --seq 256 --answer 64 --rank 16 --steps 3]
+    python -m benchmarks.lm_train_step [--batch 4 --seq 256 --answer 64 --rank 16 --steps 3 --size --dtype]
 
-Same random Qwen2 weights (HF init, saved and converted by `converters.qwen2`), fp32 on both sides,
+Same random Qwen2 weights (HF init, saved and converted by `converters.qwen2`), the base weights in `--dtype`
+on both sides (`--size full`: Qwen2.5-1.5B; PyTorch on CUDA when a GPU is visible; with bf16, PEFT keeps the
+adapters in bf16 and ours in fp32, so the warm-up losses agree to bf16 rounding only),
 LoRA r / alpha on q, k, v, o, gate, up, down (PEFT `LoraConfig`, B = 0 at init on both sides), AdamW
 (lr 1e-4, weight decay 0.05) on the adapters only, the same batch: an SFT batch whose loss covers the last
 `--answer` tokens of each row (prompt labels -100). The first step's losses must agree. A second pair of
@@ -13,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -26,9 +26,7 @@ import transformers
 from flax import nnx
 
 from benchmarks.common import best_time, report
-from benchmarks.lm_generate import BENCH_CONFIG
-from converters.qwen2 import convert_qwen2
-from nanoemox_jax.checkpoints.parts import load_part
+from benchmarks.lm_generate import SIZES, add_size_args, hf_and_ours
 from nanoemox_jax.model import qwen2
 from nanoemox_jax.model.lora import LoRAConfig, apply_lora
 from nanoemox_jax.model.nanoemox import IGNORE, labelled_positions, token_nll
@@ -69,28 +67,24 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--rank", type=int, default=16)
   parser.add_argument("--alpha", type=float, default=32.0)
   parser.add_argument("--steps", type=int, default=3)
+  add_size_args(parser)
   args = parser.parse_args(argv)
-  torch.set_num_threads(os.cpu_count())
-  torch.manual_seed(0)
-  hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**BENCH_CONFIG))
-  with tempfile.TemporaryDirectory() as tmp:
-    hf.save_pretrained(Path(tmp) / "hf")
-    convert_qwen2(Path(tmp) / "hf", Path(tmp) / "jax")
-    model = load_part("llm", Path(tmp) / "jax")
+  hf, model, device = hf_and_ours(args)
   apply_lora(model, LoRAConfig(rank=args.rank, alpha=args.alpha), rngs=nnx.Rngs(0))
   optimizer = nnx.Optimizer(model, optax.adamw(LR, weight_decay=WEIGHT_DECAY), wrt=nnx.LoRAParam)
   hf = peft.get_peft_model(hf, peft.LoraConfig(r=args.rank, lora_alpha=args.alpha, target_modules=TARGETS,
                                                 lora_dropout=0.0))
   hf.train()
   torch_opt = torch.optim.AdamW([p for p in hf.parameters() if p.requires_grad], lr=LR, weight_decay=WEIGHT_DECAY)
-  ids = np.random.RandomState(0).randint(0, BENCH_CONFIG["vocab_size"], (args.batch, args.seq))
+  ids = np.random.RandomState(0).randint(0, SIZES[args.size]["vocab_size"], (args.batch, args.seq))
   mask = np.ones_like(ids)
-  rows, extra = [], dict(batch=args.batch, seq=args.seq, rank=args.rank, load=os.getloadavg()[0])
+  rows, extra = [], dict(batch=args.batch, seq=args.seq, rank=args.rank, size=args.size, dtype=args.dtype,
+                         torch_device=device, load=os.getloadavg()[0])
   for answer in (args.answer, args.seq):
     labels = np.where(np.arange(args.seq) >= args.seq - answer, ids, IGNORE)
     step = make_step(min(answer, args.seq - 1))
     j_ids, j_mask, j_labels = map(jnp.asarray, (ids, mask, labels))
-    t_ids, t_mask, t_labels = map(torch.tensor, (ids, mask, labels))
+    t_ids, t_mask, t_labels = (torch.tensor(x, device=device) for x in (ids, mask, labels))
 
     def ours():
       return float(step(model, optimizer, j_ids, j_mask, j_labels))
@@ -100,12 +94,12 @@ def main(argv: list[str] | None = None) -> None:
       loss.backward()
       torch_opt.step()
       torch_opt.zero_grad(set_to_none=True)
-      return loss.item()
+      return loss.item()  # .item() waits for the GPU
 
     loss_ours, loss_theirs = ours(), theirs()  # compile / warm up; equal weights, same updates: equal losses
     t_ours, t_hf = best_time(ours, args.steps), best_time(theirs, args.steps)
     what = f"loss on {answer} of {args.seq} tokens"
-    rows += [(f"transformers {transformers.__version__} + PEFT {peft.__version__} ({what})",
+    rows += [(f"transformers {transformers.__version__} + PEFT {peft.__version__}, {device} {args.dtype} ({what})",
               f"{args.batch / t_hf:.2f} samples/s", f"{t_hf:.3f} s/step"),
              (f"nanoemox_jax ({what})", f"{args.batch / t_ours:.2f} samples/s", f"{t_ours:.3f} s/step"),
              ("speed-up", f"{t_hf / t_ours:.2f}x", f"losses at warm-up {loss_ours:.5f} / {loss_theirs:.5f}")]
