@@ -24,7 +24,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from nanoemox_jax.model.nanoemox import Batch, num_targets_for
-from nanoemox_jax.train import mesh as mesh_lib
+from nanoemox_jax.model import mesh as mesh_lib
 from nanoemox_jax.train import phases
 from nanoemox_jax.train.step import OptimConfig, make_optimizer, make_train_step
 from tests.test_nanoemox import make_batch

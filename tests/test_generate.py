@@ -96,14 +96,32 @@ def test_sampling_follows_softmax_and_seed(models):
   assert (same != other).any()
 
 
+def test_a_row_samples_from_its_own_key_alone(models):
+  # Row b's draws depend on keys[b] and its own prompt only: alone, or among other rows in another order and
+  # padded to another length, it samples the same 16 tokens.
+  _, model = models
+  ids, mask = left_padded(LENGTHS, 211, seed=8)
+  keys = jax.random.split(jax.random.key(5), 3)
+  kw = dict(max_new_tokens=16, temperature=1.0, top_p=0.9)
+  together = np.asarray(gen.generate(model, ids, mask, keys=keys, **kw))
+  assert len({tuple(row) for row in together}) == 3 and all(len(set(row)) >= 6 for row in together)
+  for b, n in enumerate(LENGTHS):
+    alone = gen.generate(model, ids[b:b + 1, -n:], None, keys=keys[b:b + 1], **kw)
+    np.testing.assert_array_equal(np.asarray(alone)[0], together[b])
+  swapped = np.asarray(gen.generate(model, ids[::-1], mask[::-1], keys=keys[::-1], **kw))
+  np.testing.assert_array_equal(swapped[::-1], together)
+  other = np.asarray(gen.generate(model, ids, mask, keys=jax.random.split(jax.random.key(6), 3), **kw))
+  assert (other != together).any()  # the keys do decide the draws
+
+
 def test_top_p_keeps_only_the_nucleus():
   logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]] * 3000))
-  keys = jax.random.split(jax.random.key(0), 1)[0]
+  keys = jax.random.split(jax.random.key(0), 3000)
   draws = np.asarray(gen.sample_token(logits, keys, jnp.float32(1.0), jnp.float32(0.7)))
   freq = np.bincount(draws, minlength=4) / draws.size
   assert freq[2] == freq[3] == 0  # 0.5 + 0.3 >= 0.7: the nucleus is {0, 1}
   np.testing.assert_allclose(freq[:2], [0.625, 0.375], atol=0.04)
-  greedy = np.asarray(gen.sample_token(logits[:5], keys, jnp.float32(1.0), jnp.float32(1e-6)))
+  greedy = np.asarray(gen.sample_token(logits[:5], keys[:5], jnp.float32(1.0), jnp.float32(1e-6)))
   assert (greedy == 0).all()
 
 

@@ -62,9 +62,11 @@ def cli(tmp_path_factory):
   compiles once)."""
   cache = str(tmp_path_factory.mktemp("jax_cache"))
 
-  def run(*args: str) -> subprocess.CompletedProcess:
+  def run(*args: str, devices: int = 1) -> subprocess.CompletedProcess:
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
     return subprocess.run([sys.executable, "-m", "nanoemox_jax.infer", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, env=os.environ | {"JAX_COMPILATION_CACHE_DIR": cache})
+                          text=True, timeout=600, env=os.environ | {"JAX_COMPILATION_CACHE_DIR": cache,
+                                                                    "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags})
   return run
 
 
@@ -129,7 +131,7 @@ def test_bad_input_in_process(setup, tmp_path, capsys):
   bad_task = tmp_path / "bad_task.jsonl"
   bad_task.write_text(json.dumps(records[0].to_json() | {"task": "poetry"}) + "\n")
   assert main(["--checkpoint", str(model), "--manifest", str(bad_task), "--out", str(tmp_path / "o.jsonl")]) == 2
-  assert f"{bad_task}:1: record" in capsys.readouterr().err
+  assert f"{bad_task}:1: field 'task': 'poetry' is not one of" in capsys.readouterr().err
   other = tmp_path / "other.jsonl"
   other.write_text(json.dumps({"id": "x", "dataset": "mintrec", "checkpoint": "/elsewhere"}) + "\n")
   write_jsonl(records, tmp_path / "ok.jsonl")
@@ -158,7 +160,8 @@ def test_history_files_and_duplicate_ids(setup, tmp_path, capsys):
   assert read_history(str(obj)) == ((Turn("speaker", "Hi."),), "a move")
   write_jsonl([records[0], records[0]], tmp_path / "dupes.jsonl")
   assert main(["--checkpoint", str(model), "--manifest", str(tmp_path / "dupes.jsonl"), "--out", str(tmp_path / "o")]) == 2
-  assert f"duplicate records mercaptionplus/{records[0].id} (the same dataset and id" in capsys.readouterr().err
+  assert (f"dupes.jsonl:2: field 'id': a second record for mercaptionplus id {records[0].id!r} (the first at "
+          in capsys.readouterr().err)
 
 
 def test_sims_and_simsv2_ids_in_one_manifest(tmp_path, capsys):
@@ -179,4 +182,65 @@ def test_sims_and_simsv2_ids_in_one_manifest(tmp_path, capsys):
   assert main(args) == 2 and "--checkpoint is not a model folder" in capsys.readouterr().err
   write_jsonl(records + records[1:2], tmp_path / "test.jsonl")
   assert main(args) == 2
-  assert "duplicate records sims/v2 (the same dataset and id" in capsys.readouterr().err
+  assert "test.jsonl:5: field 'id': a second record for sims id 'v2'" in capsys.readouterr().err
+
+
+def test_bad_manifest_lines_exit_2_naming_file_line_and_field(setup, tmp_path, capsys):
+  model, records = setup
+  good = json.dumps(records[0].to_json())
+  cases = {
+      "not_json": ("{", ":2: not JSON"),
+      "array": ("[1]", ":2: expected a JSON object, got array"),
+      "no_split": (json.dumps(records[1].to_json() | {"split": None}), ":2: field 'split': expected a string"),
+      "missing_id": (json.dumps({k: v for k, v in records[1].to_json().items() if k != "id"}), ":2: field 'id': missing"),
+      "unknown": (json.dumps(records[1].to_json() | {"lables": []}), ":2: field 'lables': unknown field"),
+      "labels_string": (json.dumps(records[1].to_json() | {"labels": "happy"}),
+                        ":2: field 'labels': expected an array of strings, got string"),
+      "turn": (json.dumps(records[1].to_json() | {"history": [{"role": "a"}]}), ":2: field 'history': expected"),
+      "split": (json.dumps(records[1].to_json() | {"split": "val"}), ":2: field 'split': 'val' is not one of"),
+  }
+  for name, (line, message) in cases.items():
+    path = tmp_path / f"{name}.jsonl"
+    path.write_text(f"{good}\n{line}\n")
+    assert main(["--checkpoint", str(model), "--manifest", str(path), "--out", str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: {path}{message}" in err, (name, err)
+
+
+def _answers(path: Path) -> dict[tuple[str, str], str]:
+  return {(p["dataset"], p["id"]): p["text"] for p in map(json.loads, path.read_text().splitlines())}
+
+
+@pytest.fixture(scope="module")
+def sampled(setup, tmp_path_factory):
+  """(the arguments, the manifest's answers at batch 1 on one device): eight records (the four twice, under other
+  ids) drawn with --sample."""
+  model, records = setup
+  tmp = tmp_path_factory.mktemp("sampled")
+  records = records + [Record.from_json(r.to_json() | {"id": r.id + "_b"}) for r in records]
+  write_jsonl(records, tmp / "test.jsonl")
+  args = ["--checkpoint", str(model), "--manifest", str(tmp / "test.jsonl"), "--sample", "--seed", "5", *NEW]
+  assert main([*args, "--out", str(tmp / "b1.jsonl"), "--batch-size", "1"]) == 0
+  one = _answers(tmp / "b1.jsonl")
+  assert len(one) == 8 and len(set(one.values())) >= 6  # sampled answers differ between records
+  return args, tmp / "b1.jsonl", one
+
+
+def test_sampled_answers_do_not_depend_on_batch_size_or_resume(sampled, tmp_path, capsys):
+  # At batch 8, and resumed at batch 8 after a kill that left three lines of the batch-1 run and a cut one.
+  args, first, one = sampled
+  assert main([*args, "--out", str(tmp_path / "b8.jsonl"), "--batch-size", "8"]) == 0
+  assert _answers(tmp_path / "b8.jsonl") == one
+  lines = first.read_text().splitlines()
+  (tmp_path / "resumed.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])
+  capsys.readouterr()
+  assert main([*args, "--out", str(tmp_path / "resumed.jsonl"), "--batch-size", "8"]) == 0
+  assert "5 new predictions" in capsys.readouterr().out and _answers(tmp_path / "resumed.jsonl") == one
+
+
+def test_sampled_answers_on_4_devices_equal_one_device(sampled, cli, tmp_path):
+  # Batch 8 split over 4 simulated devices in a subprocess (60 s at load 6 on 2 cores, compilation cached).
+  args, _, one = sampled
+  run = cli(*args, "--out", str(tmp_path / "d4.jsonl"), "--batch-size", "8", devices=4)
+  assert run.returncode == 0, run.stderr
+  assert _answers(tmp_path / "d4.jsonl") == one

@@ -15,7 +15,7 @@ from nanoemox_jax.data import templates
 from nanoemox_jax.demo import corpus as demo
 from nanoemox_jax.data.manifest import Record
 from nanoemox_jax.data.media import decode_sample
-from nanoemox_jax.data.pipeline import MixSource, Pipeline, PipelineConfig
+from nanoemox_jax.data.pipeline import MixSource, Pipeline, PipelineConfig, template_counts
 from nanoemox_jax.data.predictions import Prediction, split_think
 from nanoemox_jax.data.sources import read_source
 from nanoemox_jax.data.tokenizer import BUNDLED, Tokenizer
@@ -138,3 +138,32 @@ def test_prompt_only_rows_are_the_training_prompts(tok):
   with pytest.raises(ValueError, match="mir0: prompt of .* tokens does not fit in 64"):
     next(iter(Pipeline([MixSource("m", records)], tok, CFG, PipelineConfig(batch_size=1, buckets=(64,),
                                                                            train=False, prompt_only=True))))
+
+
+def test_cut_left_drops_the_first_text_tokens_and_keeps_the_placeholders(tok):
+  record = Record("long", "mir", "mintrec", "test", "", candidates=("thank", "greet"),
+                  subtitle=" ".join(f"w{i}" for i in range(400)))
+  full = [tok.bos_id, *tok.encode(templates.build_example(record, **template_counts(tok, CFG))[0])]
+  config = PipelineConfig(batch_size=1, buckets=(256,), train=False, prompt_only=True)
+  with pytest.raises(ValueError, match=f"long: prompt of {len(full)} tokens does not fit in 256"):
+    next(iter(Pipeline([MixSource("m", (record,))], tok, CFG, config)))
+  rows = iter(Pipeline([MixSource("m", (record,))], tok, CFG, dataclasses.replace(config, cut_left=True)))
+  batch = next(rows)
+  ids = batch.input_ids[0].tolist()
+  assert len(full) > 600 and len(ids) == 256 and batch.attention_mask.all() and rows.stats.truncated == 1
+  placeholders = set(tok.placeholder_ids.values())
+  is_text = lambda t: t not in placeholders
+  assert ids[0] == tok.bos_id
+  assert [t for t in ids if not is_text(t)] == [t for t in full if not is_text(t)]  # every placeholder kept
+  kept = [t for t in ids[1:] if is_text(t)]
+  assert kept == [t for t in full[1:] if is_text(t)][-len(kept):]  # the text's last tokens, its first ones cut
+  assert tok.decode(ids).endswith(tok.decode(full[-20:]))  # the question and the answer cue intact
+
+
+def test_record_keys_follow_dataset_and_id_only():
+  a, b = Record("v1", "msa", "sims", "test", ""), Record("v1", "msa", "simsv2", "test", "")
+  keys = jax.random.key_data(pred.record_keys(3, [a, b, a]))
+  np.testing.assert_array_equal(keys[0], keys[2])  # the same record, wherever it stands
+  assert (keys[0] != keys[1]).any()  # SIMS and SIMSv2 share ids, not keys
+  np.testing.assert_array_equal(jax.random.key_data(pred.record_keys(3, [b]))[0], keys[1])
+  assert (jax.random.key_data(pred.record_keys(4, [a]))[0] != keys[0]).any()  # the seed counts

@@ -1,4 +1,4 @@
-"""Data parallelism + FSDP (nanoemox_jax.train.mesh): placement rules and the one-device path in-process;
+"""Data parallelism + FSDP (nanoemox_jax.model.mesh): placement rules and the one-device path in-process;
 in subprocesses (they need their own device counts), phase-3 steps on a data=2 x fsdp=2 mesh of 4 CPU
 devices and on 2 processes joined by jax.distributed over loopback equal the single-device steps."""
 
@@ -19,7 +19,7 @@ import pytest
 from flax import nnx
 from jax.sharding import AbstractMesh, AxisType, PartitionSpec
 
-from nanoemox_jax.train.mesh import (
+from nanoemox_jax.model.mesh import (
   AXES,
   MeshConfig,
   initialize_distributed,

@@ -113,23 +113,33 @@ def mixture(sources: Sequence[MixSource], seed: int, window: int = 1024) -> grai
   return grain.experimental.WindowShuffleMapDataset(mixed, window_size=window, seed=seeds[-1])
 
 
-def encode(tokenizer: Tokenizer, prompt: str, target: str | None,
-           max_length: int) -> tuple[np.ndarray, np.ndarray, bool]:
+def encode(tokenizer: Tokenizer, prompt: str, target: str | None, max_length: int,
+           cut_left: bool = False) -> tuple[np.ndarray, np.ndarray, bool]:
   """int32 ids [n] = `[BOS] prompt target [EOS]` (target None: `[BOS] prompt`, a generation prompt), labels [n]
-  (IGNORE on BOS and prompt), n <= max_length, and whether the target was cut.
+  (IGNORE on BOS and prompt), n <= max_length, and whether the sample was cut.
 
-  The prompt, which holds every placeholder, is never cut: an over-long sample loses the end of its target.
+  The prompt's placeholders are never cut: an over-long sample loses the end of its target. cut_left (generation
+  prompts): an over-long prompt loses its first text tokens instead, as the authors' `Chat.answer_sample` cuts
+  its prompt from the left (theirs may cut into the placeholders; here they are kept, the tokens after them cut).
   Raises `ValueError` when the prompt leaves no room for one target token (target None: does not fit).
   """
   prompt_ids = tokenizer.encode(prompt)
   target_ids = [] if target is None else tokenizer.encode(target) + [tokenizer.eos_id]
+  excess = len(prompt_ids) + 1 - max_length
+  cut = cut_left and target is None and excess > 0
+  if cut:
+    placeholders = set(tokenizer.placeholder_ids.values())
+    text = [i for i, t in enumerate(prompt_ids) if t not in placeholders]
+    if len(text) >= excess:
+      dropped = set(text[:excess])
+      prompt_ids = [t for i, t in enumerate(prompt_ids) if i not in dropped]
   room = max_length - 1 - len(prompt_ids)
   if room < min(1, len(target_ids)):
     overflow = "leaves no room for the target" if target_ids else "does not fit"
     raise ValueError(f"prompt of {len(prompt_ids) + 1} tokens {overflow} in {max_length}")
   ids = np.array([tokenizer.bos_id, *prompt_ids, *target_ids[:room]], np.int32)
   labels = np.array([IGNORE] * (1 + len(prompt_ids)) + target_ids[:room], np.int32)
-  return ids, labels, len(target_ids) > room
+  return ids, labels, cut or len(target_ids) > room
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +151,8 @@ class PipelineConfig:
   workers: decoding processes (0: in the main process). media_failure / overlong: see `MEDIA_FAILURES`,
   `OVERLONG`. window: positions within which the mixture's order is shuffled. prompt_only: rows are
   `[BOS] prompt` (labels all IGNORE) for generation; a prompt longer than the largest bucket raises
-  `ValueError` naming the record instead of being skipped, so that rows stay aligned with the records.
+  `ValueError` naming the record instead of being skipped, so that rows stay aligned with the records, unless
+  cut_left, which cuts its first text tokens (`encode`; counted in `Stats.truncated`).
   """
   batch_size: int
   buckets: tuple[int, ...] = (256, 512, 1024)
@@ -155,6 +166,7 @@ class PipelineConfig:
   overlong: str = "truncate"
   window: int = 1024
   prompt_only: bool = False
+  cut_left: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, "buckets", tuple(sorted(self.buckets)))
@@ -191,7 +203,8 @@ class _Sample:
     rng = random.Random(f"{cfg.seed}:{index}") if cfg.train else None
     prompt, target = templates.build_example(record, rng=rng, **self.counts)
     try:
-      ids, labels, truncated = encode(self.tokenizer, prompt, None if cfg.prompt_only else target, cfg.buckets[-1])
+      ids, labels, truncated = encode(self.tokenizer, prompt, None if cfg.prompt_only else target, cfg.buckets[-1],
+                                      cfg.cut_left)
     except ValueError as e:
       if cfg.prompt_only:
         raise ValueError(f"{record.id}: {e}") from None
@@ -218,7 +231,8 @@ class Stats:
   """Counters since the start of the run (saved and restored with the iterator state).
 
   samples: delivered samples per source; masked: delivered samples per missing modality ("video", "audio");
-  skipped: dropped samples per reason ("media", "too_long"); truncated: delivered samples whose target was cut.
+  skipped: dropped samples per reason ("media", "too_long"); truncated: delivered samples whose target (cut_left:
+  prompt) was cut.
   """
   samples: collections.Counter = dataclasses.field(default_factory=collections.Counter)
   masked: collections.Counter = dataclasses.field(default_factory=collections.Counter)

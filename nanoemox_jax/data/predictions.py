@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nanoemox_jax.data.manifest import TASKS
+from nanoemox_jax.data.manifest import SPLITS, TASKS, Record
 
 
 class InputError(ValueError):
@@ -227,3 +227,35 @@ def read_checkpoints(patterns: Iterable[str], datasets: Collection[str] | None =
 def natural_key(name: str) -> list[Any]:
   """Sort key comparing digit runs as numbers."""
   return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+# A manifest record line's fields (`manifest.Record.to_json`): name -> (kind, required).
+RECORD_SCHEMA = {"id": ("a non-empty string", True), "task": ("a string", True),
+                 "dataset": ("a non-empty string", True), "split": ("a string", True), "target": ("a string", True),
+                 "labels": ("an array of strings", False), "candidates": ("an array of strings", False),
+                 "subtitle": ("a string", False), "history": ("an array of {role, text} objects", False),
+                 "video": ("a string or null", False), "audio": ("a string or null", False),
+                 "meta": ("an object", False)}
+
+
+def read_records(path: str | Path, what: str = "manifest",
+                 check: Callable[[dict[str, Any], str], None] | None = None) -> list[Record]:
+  """The records of a manifest JSONL read strictly, in file order: every field of `RECORD_SCHEMA` of its kind, a
+  known task and split, (dataset, id) unique, and `check(obj, "file:line")` if given; every problem an InputError
+  naming the file, line and field (`what` names the file's role)."""
+  records: list[Record] = []
+  seen: dict[tuple[str, str], str] = {}  # (dataset, id) -> where first
+  for lineno, obj in json_lines(path, what):
+    where = f"{path}:{lineno}"
+    check_object(obj, RECORD_SCHEMA, where)
+    for name, allowed in (("task", TASKS), ("split", SPLITS)):
+      if obj[name] not in allowed:
+        raise InputError(f"{where}: field {name!r}: {obj[name]!r} is not one of {', '.join(allowed)}")
+    if check is not None:
+      check(obj, where)
+    key = (obj["dataset"], obj["id"])
+    if key in seen:
+      raise InputError(f"{where}: field 'id': a second record for {key[0]} id {key[1]!r} (the first at {seen[key]})")
+    seen[key] = where
+    records.append(Record.from_json(obj))
+  return records

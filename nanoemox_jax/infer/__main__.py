@@ -2,7 +2,7 @@
 
     python -m nanoemox_jax.infer --checkpoint DIR --task mer|ovmer|msa|eri|mir|erg --video FILE
         [--audio FILE] [--subtitle TEXT] [--history FILE] [--candidates a,b,c|DATASET] [--json]
-    python -m nanoemox_jax.infer --checkpoint DIR --manifest FILE --out preds.jsonl [--batch-size 8]
+    python -m nanoemox_jax.infer --checkpoint DIR --manifest FILE --out preds.jsonl [--batch-size 8] [--cut-left]
 
 --checkpoint is a `checkpoints.load` folder (a training phase's `<workdir>/<phase>/model`); the tokenizer is
 --tokenizer, else the `tokenizer/` folder inside the checkpoint. Greedy by default; --sample takes the authors'
@@ -15,17 +15,19 @@ warning says so). ERG: --history is a JSON list of {"role", "text" or "utterance
 object ({"context", "dialogue_history": [...]}) or a text file of `role: text` lines; --subtitle is the current
 user input (default: the history's last turn). The answer is printed (ERG: the <think> part and the reply).
 
-Manifest: one JSON line per record, `{"id", "task", "dataset", "text", "answer", "think", "gates",
-"checkpoint"}` (see `nanoemox_jax.data.predictions`), written and synced per batch; a rerun skips the records
-already in --out (a line cut by a kill is dropped). Records are named by (dataset, id), unique in the manifest.
-A record whose media fail is answered with that modality masked (logged). Exit codes: 0 done, 2 bad input (the
-message names the file, record or field), 130 interrupted.
+Manifest (`nanoemox_jax.data.prepare`'s JSONL, read strictly: a bad line is one error naming file, line and field):
+one prediction line per record, `{"id", "task", "dataset", "text", "answer", "think", "gates", "checkpoint"}` (see
+`nanoemox_jax.data.predictions`), written and synced per batch; a rerun skips the records already in --out (a line
+cut by a kill is dropped). Records are named by (dataset, id), unique in the manifest. The batch is split over all
+local devices (model replicated); records are batched by prompt length, their media decoded ahead by --threads
+(or --workers processes); --sample draws each record from its own key (--seed and its dataset and id), so answers
+do not depend on --batch-size, the devices or a resume. A record whose media fail is answered with that modality
+masked (logged). Exit codes: 0 done, 2 bad input (the message names the file, record or field), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import dataclasses
 import json
 import logging
@@ -41,8 +43,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from nanoemox_jax.checkpoints import parts
 from nanoemox_jax.data import media, templates
-from nanoemox_jax.data.manifest import Record, Turn, read_jsonl
-from nanoemox_jax.data.predictions import InputError, append_jsonl
+from nanoemox_jax.data.manifest import Record, Turn
+from nanoemox_jax.data.predictions import InputError, append_jsonl, read_records
 from nanoemox_jax.data.tokenizer import BUNDLED, Tokenizer
 from nanoemox_jax.infer import predict as pred
 from nanoemox_jax.model import nanoemox
@@ -68,7 +70,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   many = p.add_argument_group("manifest")
   many.add_argument("--out", help="predictions JSONL (appended to; finished ids are skipped)")
   many.add_argument("--batch-size", type=int, default=8)
-  many.add_argument("--workers", type=int, default=0, help="media-decoding processes (0: the main process)")
+  many.add_argument("--workers", type=int, default=0, help="media-decoding processes (0: threads of the main process)")
+  many.add_argument("--threads", type=int, default=2, help="media-decoding threads (with --workers 0)")
   gen = p.add_argument_group("generation")
   gen.add_argument("--sample", action="store_true", help=f"the authors' sampling: {pred.AUTHORS_SAMPLING}")
   gen.add_argument("--temperature", type=float, help="0: greedy (default without --sample)")
@@ -76,6 +79,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   gen.add_argument("--max-new-tokens", type=int, help="default 512 (greedy), 1200 (--sample)")
   gen.add_argument("--seed", type=int, default=0)
   gen.add_argument("--max-prompt-tokens", type=int, default=pred.BUCKETS[-1], help="longest prompt (padded bucket)")
+  gen.add_argument("--cut-left", action="store_true",
+                   help="cut a longer prompt's first text tokens (never its placeholders), as the authors cut theirs "
+                        "to max_length 2000 - max_new_tokens (with --sample: --max-prompt-tokens 800)")
   gen.add_argument("--tower-dtype", choices=("auto", *DTYPES), default="auto",
                    help="frozen towers and LM base (auto: bfloat16 on an accelerator, float32 on CPU)")
   args = p.parse_args(argv)
@@ -89,8 +95,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.error("--video needs --task")
   elif args.history and args.task != "erg":
     p.error("--history applies to --task erg")
-  if args.batch_size < 1 or args.max_prompt_tokens < 2:
-    p.error("--batch-size and --max-prompt-tokens must be positive")
+  if args.batch_size < 1 or args.max_prompt_tokens < 2 or args.threads < 0 or args.workers < 0:
+    p.error("--batch-size and --max-prompt-tokens must be positive, --threads and --workers not negative")
   return args
 
 
@@ -102,7 +108,7 @@ def options(args: argparse.Namespace) -> dict:
   while buckets[0] // 2 >= 256:
     buckets.insert(0, buckets[0] // 2)
   return chosen | {"batch_size": args.batch_size, "seed": args.seed, "workers": args.workers,
-                   "buckets": tuple(buckets)}
+                   "threads": args.threads, "buckets": tuple(buckets), "cut_left": args.cut_left}
 
 
 def load(args: argparse.Namespace) -> tuple[nanoemox.NanoEmoX, Tokenizer]:
@@ -216,14 +222,7 @@ def render(line: dict, as_json: bool) -> str:
 
 
 def run_manifest(args: argparse.Namespace, checkpoint: str) -> None:
-  try:
-    records = read_jsonl(args.manifest)
-  except OSError as e:
-    raise InputError(f"{args.manifest}: --manifest: {e.strerror or e}") from None
-  dupes = sorted(k for k, n in collections.Counter((r.dataset, r.id) for r in records).items() if n > 1)
-  if dupes:
-    raise InputError(f"{args.manifest}: duplicate records {', '.join(f'{d}/{i}' for d, i in dupes[:5])} (the same "
-                     "dataset and id; resuming needs them unique)")
+  records = read_records(args.manifest)
   out = Path(args.out)
   done = finished(out, checkpoint)
   todo = [r for r in records if (r.dataset, r.id) not in done]

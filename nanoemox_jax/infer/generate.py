@@ -32,14 +32,16 @@ def greedy_token(logits: jax.Array) -> jax.Array:
   return jnp.min(jnp.where(logits == top, vocab, logits.shape[-1] - 1), axis=-1)
 
 
-def sample_token(logits: jax.Array, key: jax.Array, temperature: jax.Array, top_p: jax.Array) -> jax.Array:
-  """Nucleus sampling: keep the smallest top set with probability >= top_p. logits [B, V] -> [B]."""
+def sample_token(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: jax.Array) -> jax.Array:
+  """Nucleus sampling: keep the smallest top set with probability >= top_p; row b draws with keys[b] alone, so
+  its token does not depend on the other rows. logits [B, V], keys [B] -> [B]."""
   logits = logits / temperature
   sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]  # [B, V] descending
   probs = jax.nn.softmax(sorted_logits, axis=-1)
   keep = jnp.cumsum(probs, axis=-1) - probs < top_p  # the first token is always kept
   cutoff = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
-  return jax.random.categorical(key, jnp.where(logits < cutoff, -jnp.inf, logits)).astype(jnp.int32)
+  masked = jnp.where(logits < cutoff, -jnp.inf, logits)
+  return jax.vmap(jax.random.categorical)(keys, masked).astype(jnp.int32)
 
 
 def _stop_hit(tokens: jax.Array, step: jax.Array, eos_ids: tuple[int, ...],
@@ -57,7 +59,7 @@ def _stop_hit(tokens: jax.Array, step: jax.Array, eos_ids: tuple[int, ...],
 
 @partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "cache_len", "greedy", "eos_ids",
                                    "stop_sequences", "pad_id"))
-def _generate(graphdef, state, input_ids, inputs_embeds, attention_mask, key, temperature, top_p, *,
+def _generate(graphdef, state, input_ids, inputs_embeds, attention_mask, keys, temperature, top_p, *,
               max_new_tokens: int, cache_len: int, greedy: bool, eos_ids: tuple[int, ...],
               stop_sequences: tuple[tuple[int, ...], ...], pad_id: int):
   model = nnx.merge(graphdef, state)
@@ -65,28 +67,28 @@ def _generate(graphdef, state, input_ids, inputs_embeds, attention_mask, key, te
   b = attention_mask.shape[0]
   cache = KVCache.zeros(model.config, b, cache_len, model.dtype)
 
-  def pick(logits, key):
-    return greedy_token(logits) if greedy else sample_token(logits, key, temperature, top_p)
+  def pick(logits, step):  # new token `step` of row b draws with fold_in(keys[b], step)
+    if greedy:
+      return greedy_token(logits)
+    return sample_token(logits, jax.vmap(jax.random.fold_in, (0, None))(keys, step), temperature, top_p)
 
   hidden, cache = model.hidden_states(input_ids, attention_mask, inputs_embeds=inputs_embeds, cache=cache)
-  key, sub = jax.random.split(key)
-  tokens = jnp.full((b, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(pick(model.logits(hidden[:, -1]), sub))
+  tokens = jnp.full((b, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(pick(model.logits(hidden[:, -1]), 0))
   done = _stop_hit(tokens, 0, eos_ids, stop_sequences)
 
   def cond(carry):
-    step, _, _, done, _ = carry
+    step, _, _, done = carry
     return (step < max_new_tokens) & ~jnp.all(done)
 
   def body(carry):
-    step, tokens, cache, done, key = carry
+    step, tokens, cache, done = carry
     last = jax.lax.dynamic_slice_in_dim(tokens, step - 1, 1, axis=1)  # [B, 1]
     hidden, cache = model.hidden_states(last, jnp.ones((b, 1), jnp.int32), cache=cache)
-    key, sub = jax.random.split(key)
-    nxt = jnp.where(done, pad_id, pick(model.logits(hidden[:, -1]), sub))
+    nxt = jnp.where(done, pad_id, pick(model.logits(hidden[:, -1]), step))
     tokens = jax.lax.dynamic_update_slice_in_dim(tokens, nxt[:, None], step, axis=1)
-    return step + 1, tokens, cache, done | _stop_hit(tokens, step, eos_ids, stop_sequences), key
+    return step + 1, tokens, cache, done | _stop_hit(tokens, step, eos_ids, stop_sequences)
 
-  _, tokens, *_ = jax.lax.while_loop(cond, body, (jnp.int32(1), tokens, cache, done, key))
+  _, tokens, *_ = jax.lax.while_loop(cond, body, (jnp.int32(1), tokens, cache, done))
   return tokens
 
 
@@ -94,12 +96,13 @@ def generate(model: Qwen2ForCausalLM, input_ids: jax.Array | np.ndarray | None,
              attention_mask: jax.Array | np.ndarray | None = None, max_new_tokens: int = 32,
              temperature: float = 0.0, top_p: float = 1.0, eos_ids: Sequence[int] = (), seed: int = 0, *,
              stop_sequences: Sequence[Sequence[int]] = (), pad_id: int | None = None,
-             inputs_embeds: jax.Array | None = None) -> jax.Array:
+             inputs_embeds: jax.Array | None = None, keys: jax.Array | None = None) -> jax.Array:
   """New tokens int32 [B, max_new_tokens] for left-padded prompts.
 
   Give `input_ids` [B, T] or `inputs_embeds` [B, T, D]; `attention_mask` [B, T] marks real tokens
   (left padding). temperature 0 is greedy; otherwise softmax(logits / temperature) restricted to
-  the top-p nucleus. A row stops after an `eos_ids` token or the last token of a
+  the top-p nucleus, row b drawing from `keys[b]` (typed PRNG keys [B]; default: `seed` split B ways), so that a
+  row's sample depends on its key and its own logits only. A row stops after an `eos_ids` token or the last token of a
   `stop_sequences` entry (both kept); later positions hold `pad_id` (default: first EOS id, else 0).
   """
   if max_new_tokens < 1:
@@ -118,8 +121,11 @@ def generate(model: Qwen2ForCausalLM, input_ids: jax.Array | np.ndarray | None,
   mask = jnp.pad(mask, left)
   ids = None if input_ids is None else jnp.pad(jnp.asarray(input_ids, jnp.int32), left, constant_values=pad_id)
   embeds = None if inputs_embeds is None else jnp.pad(inputs_embeds, left + ((0, 0),))
+  keys = jax.random.split(jax.random.key(seed), b) if keys is None else keys
+  if keys.shape != (b,):
+    raise ValueError(f"generate: keys shape {keys.shape} != ({b},)")
   graphdef, state = nnx.split(model)
-  return _generate(graphdef, state, ids, embeds, mask, jax.random.key(seed), jnp.float32(max(temperature, 1e-6)),
+  return _generate(graphdef, state, ids, embeds, mask, keys, jnp.float32(max(temperature, 1e-6)),
                    jnp.float32(top_p), max_new_tokens=max_new_tokens, cache_len=bucket(t_bucket + max_new_tokens),
                    greedy=temperature <= 0.0, eos_ids=eos_ids,
                    stop_sequences=tuple(tuple(int(i) for i in s) for s in stop_sequences), pad_id=pad_id)

@@ -23,7 +23,7 @@ from nanoemox_jax.model.fields import nearest
 from nanoemox_jax.train import dry_run as dry_run_lib
 from nanoemox_jax.train import loop
 from nanoemox_jax.train.config import Run, from_config_dict
-from nanoemox_jax.train.mesh import initialize_distributed
+from nanoemox_jax.model.mesh import initialize_distributed
 
 _OVERRIDE = re.compile(r"^--?config\.([\w.]+)(=|$)")
 

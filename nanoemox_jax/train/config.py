@@ -22,7 +22,7 @@ from nanoemox_jax.data.pipeline import PHASE3_TASK_WEIGHTS as PHASE3_MIXTURE
 from nanoemox_jax.data.tokenizer import BUNDLED
 from nanoemox_jax.model import fields, presets
 from nanoemox_jax.model.nanoemox import NanoEmoXConfig
-from nanoemox_jax.train.mesh import MeshConfig
+from nanoemox_jax.model.mesh import MeshConfig
 from nanoemox_jax.train.step import OptimConfig
 
 # Curriculum strategy -> phase order (keys of `Run.phases`); "listed": the phases as given (a phase file).

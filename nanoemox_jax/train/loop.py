@@ -37,7 +37,7 @@ from nanoemox_jax.infer.predict import predict
 from nanoemox_jax.model import fields
 from nanoemox_jax.model.nanoemox import Batch, NanoEmoX, num_targets_for
 from nanoemox_jax.checkpoints.params_io import param_count, restore_into
-from nanoemox_jax.train import mesh as mesh_lib
+from nanoemox_jax.model import mesh as mesh_lib
 from nanoemox_jax.train import phases
 from nanoemox_jax.train.checkpoint import Checkpointer
 from nanoemox_jax.train.config import TASK_ORDER, Run

@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 
 from nanoemox_jax.model.nanoemox import Batch, NanoEmoX, num_targets_for
 from nanoemox_jax.train import phases
-from nanoemox_jax.train.mesh import MeshConfig, constrain_sharding
+from nanoemox_jax.model.mesh import MeshConfig, constrain_sharding
 
 
 @dataclasses.dataclass(frozen=True)
