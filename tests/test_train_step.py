@@ -158,3 +158,29 @@ def test_cached_tower_features_give_the_same_update(big_batch):
   assert abs(loss0 - loss1) < 1e-6
   for key in p0:
     np.testing.assert_allclose(p1[key], p0[key], atol=1e-6, rtol=0, err_msg=key)
+
+
+@pytest.mark.slow  # ~2.5 min on 2 cores: three calls, one compile
+def test_a_restored_model_placed_on_the_mesh_compiles_its_step_once(big_batch):
+  """Restored parameters are committed to a device and a fresh optimizer's zeros are not; jit's outputs all are,
+  so the second call of a step on such a mixed state compiles a second program (74 s for the tiny preset here,
+  minutes at full size; without `shard_model` this test sees [1, 1, 0] compilations). `shard_model`, as `loop.run_phase` and the dry run call it, commits every leaf first."""
+  from benchmarks.phase_step import count_compilations
+  from nanoemox_jax.model import mesh as mesh_lib
+  from nanoemox_jax.model.mesh import MeshConfig
+  from nanoemox_jax.model.frozen import FrozenParam
+
+  model = fresh_model()
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  nnx.update(model, jax.device_put(nnx.state(model, FrozenParam), device))  # as `restore_params` leaves them
+  optimizer = nnx.Optimizer(model, make_optimizer(OptimConfig(1e-3, steps=10)), wrt=phases.trainable("3"))
+  mesh = mesh_lib.make_mesh(MeshConfig())
+  mesh_lib.shard_model(model, optimizer, mesh, MeshConfig())
+  step = make_train_step("3", mesh, MeshConfig())
+  batches = mesh_lib.shard_batch(stack(big_batch, 4), mesh)
+  compiles = []
+  for _ in range(3):
+    with count_compilations() as seen:
+      jax.block_until_ready(step(model, optimizer, batches))
+    compiles.append(len(seen))
+  assert compiles[0] >= 1 and compiles[1:] == [0, 0], compiles
