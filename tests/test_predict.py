@@ -167,3 +167,10 @@ def test_record_keys_follow_dataset_and_id_only():
   assert (keys[0] != keys[1]).any()  # SIMS and SIMSv2 share ids, not keys
   np.testing.assert_array_equal(jax.random.key_data(pred.record_keys(3, [b]))[0], keys[1])
   assert (jax.random.key_data(pred.record_keys(4, [a]))[0] != keys[0]).any()  # the seed counts
+
+
+def test_prompt_lengths_are_the_pipeline_rows(tok, records):
+  # What `generate_batches` sorts by: each record's prompt-only row length, counted here from the pipeline's rows.
+  config = PipelineConfig(batch_size=1, buckets=(256, 512, 1024), train=False, prompt_only=True)
+  rows = [int(b.attention_mask.sum()) for b in Pipeline([MixSource("p", tuple(records))], tok, CFG, config)]
+  assert pred.prompt_lengths(tok, CFG, records) == rows and min(rows) < 256 < max(rows)
