@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import re
+import sys
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -33,39 +35,75 @@ _SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, 
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-  """Memory-mapped arrays of one .safetensors file (bf16 as `ml_dtypes.bfloat16`); nothing is copied."""
+  """Memory-mapped arrays of one .safetensors file (bf16 as `ml_dtypes.bfloat16`); nothing is copied. A file that
+  is not one (truncated, bad header, a tensor outside the data) is a one-line ConversionError naming the field."""
+  size = path.stat().st_size
   with open(path, "rb") as f:
-    (n,) = struct.unpack("<Q", f.read(8))
-    header = json.loads(f.read(n))
-  data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n)
+    prefix = f.read(8)
+    if len(prefix) < 8:
+      raise ConversionError(f"{path}: header: {size} bytes, shorter than a safetensors header (truncated?)")
+    (n,) = struct.unpack("<Q", prefix)
+    if n > size - 8:
+      raise ConversionError(f"{path}: header: length {n} exceeds the file's {size} bytes (truncated or not "
+                            "safetensors)")
+    try:
+      header = json.loads(f.read(n))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+      raise ConversionError(f"{path}: header: not JSON ({e})") from None
+  if not isinstance(header, dict):
+    raise ConversionError(f"{path}: header: a JSON {type(header).__name__}, not an object")
+  data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n) if size > 8 + n else np.zeros(0, np.uint8)
   out = {}
   for name, info in header.items():
     if name == "__metadata__":
       continue
-    if info["dtype"] not in _SAFETENSORS_DTYPES:
-      raise ConversionError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
-    begin, end = info["data_offsets"]
-    out[name] = data[begin:end].view(_SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
+    try:
+      dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+    except (KeyError, TypeError, ValueError):
+      raise ConversionError(f"{path}: tensor {name}: entry {info!r} lacks dtype, shape or data_offsets") from None
+    if dtype not in _SAFETENSORS_DTYPES:
+      raise ConversionError(f"{path}: tensor {name}: unsupported dtype {dtype!r}")
+    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+      raise ConversionError(f"{path}: tensor {name}: shape {shape!r} is not a list of sizes")
+    want = math.prod(shape) * np.dtype(_SAFETENSORS_DTYPES[dtype]).itemsize
+    if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end):
+      raise ConversionError(f"{path}: tensor {name}: data_offsets {[begin, end]!r} are not 0 <= begin <= end")
+    if end > data.size:
+      raise ConversionError(f"{path}: tensor {name}: data_offsets end {end} beyond the file's {data.size} data "
+                            "bytes (truncated?)")
+    if end - begin != want:
+      raise ConversionError(f"{path}: tensor {name}: data_offsets span {end - begin} bytes, shape {shape} of "
+                            f"{dtype} needs {want}")
+    out[name] = data[begin:end].view(_SAFETENSORS_DTYPES[dtype]).reshape(shape)
   return out
 
 
-def read_torch_bin(path: Path) -> dict[str, np.ndarray]:
-  """A pickled PyTorch state dict, read with `weights_only=True` only (no arbitrary code runs)."""
+def read_torch_bin(path: Path) -> dict[str, Any]:
+  """A pickled PyTorch state dict, read with `weights_only=True` only (no arbitrary code runs); tensors, also in
+  nested dicts (the authors' `{"model": state_dict}`), become numpy (bf16 as `ml_dtypes.bfloat16`). A file torch
+  cannot read is a one-line ConversionError."""
   try:
     import torch
   except ImportError as e:
     raise ConversionError(f"{path}: reading PyTorch .bin/.pt files needs torch (pip install torch)") from e
-  obj = torch.load(path, map_location="cpu", weights_only=True)
+  try:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+  except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, zipfile errors, ... per damage
+    reason = (str(e).strip().splitlines() or [""])[0][:200]
+    raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {reason})") from None
   if not isinstance(obj, Mapping):
     raise ConversionError(f"{path}: expected a state dict, found {type(obj).__name__}")
 
-  def to_numpy(t):
-    if t.dtype == torch.bfloat16:
-      return t.detach().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    return t.detach().numpy()
+  def to_numpy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+      return {k: to_numpy(v) for k, v in value.items()}
+    if not isinstance(value, torch.Tensor):
+      return value
+    if value.dtype == torch.bfloat16:
+      return value.detach().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return value.detach().numpy()
 
-  return {k: to_numpy(v) for k, v in obj.items() if isinstance(v, torch.Tensor)} | {
-      k: v for k, v in obj.items() if not isinstance(v, torch.Tensor)}
+  return to_numpy(obj)
 
 
 def checkpoint_files(src: str | Path) -> list[Path]:
@@ -78,7 +116,11 @@ def checkpoint_files(src: str | Path) -> list[Path]:
     return [src]
   for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
     if (src / index_name).exists():
-      shards = sorted(set(json.loads((src / index_name).read_text())["weight_map"].values()))
+      try:
+        shards = sorted(set(json.loads((src / index_name).read_text())["weight_map"].values()))
+      except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise ConversionError(f"{src / index_name}: weight_map: not a JSON object of tensor -> shard file "
+                              f"({type(e).__name__}: {e})") from None
       missing = [shard for shard in shards if not (src / shard).exists()]
       if missing:
         raise ConversionError(f"{src / index_name}: shard {missing[0]} is missing")
@@ -103,13 +145,23 @@ def read_checkpoint(src: str | Path) -> dict[str, np.ndarray]:
 
 def read_hf_config(src: Path, from_hf: Callable[[dict, str], Any]) -> Any:
   """The model config from the `config.json` beside the weights; a bad field is a ConversionError."""
+  if not src.exists():
+    raise ConversionError(f"{src}: no such file or folder")
   path = (src if src.is_dir() else src.parent) / "config.json"
   if not path.exists():
     raise ConversionError(f"{path.parent}: config.json not found next to the weights")
   try:
-    return from_hf(json.loads(path.read_text()), str(path))
+    config = json.loads(path.read_text())
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ConversionError(f"{path}: not JSON ({e})") from None
+  if not isinstance(config, dict):
+    raise ConversionError(f"{path}: a JSON {type(config).__name__}, not an object")
+  try:
+    return from_hf(config, str(path))
   except ValueError as e:
     raise ConversionError(str(e)) from None
+  except (KeyError, TypeError) as e:
+    raise ConversionError(f"{path}: {type(e).__name__}: {e}") from None
 
 
 def expected_params(abstract: Any) -> dict[str, Any]:
@@ -159,6 +211,9 @@ def convert(tensors: Mapping[str, np.ndarray], rules: Iterable[Rule], expected: 
     if any(p.fullmatch(key) for p in ignore):
       report.ignored.append(key)
       continue
+    if not isinstance(value, np.ndarray):
+      problems.append(f"entry {key} is a {type(value).__name__}, not a tensor")
+      continue
     rule = next((r for r in rules if re.fullmatch(r.pattern, key)), None)
     if rule is None:
       problems.append(f"unexpected tensor {key} {tuple(value.shape)} (no parameter of the model takes it)")
@@ -207,5 +262,6 @@ def cli(description: str, run: Callable[[str, str, Any], Path], argv: list[str] 
   try:
     out = run(args.src, args.out, np.dtype(args.dtype) if args.dtype == "float32" else ml_dtypes.bfloat16)
   except ConversionError as e:
-    raise SystemExit(f"error: {e}") from None
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   print(f"wrote {out}")

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from converters.common import (
@@ -53,13 +54,11 @@ def read_state_dict(src: Path) -> dict[str, np.ndarray]:
   if not isinstance(top.get(STATE_DICT), Mapping):
     raise ConversionError(f"{src}: no '{STATE_DICT}' state dict in the file (top-level entries: {sorted(top)}); "
                           "expected FaceXFormer's model.pt")
-  import torch  # present: read_torch_bin needed it
-
   out = {}
   for key, value in top[STATE_DICT].items():
-    if not isinstance(value, torch.Tensor):
+    if not isinstance(value, np.ndarray):
       raise ConversionError(f"{src}: {STATE_DICT}[{key!r}] is a {type(value).__name__}, not a tensor")
-    out[key] = (value.detach().float() if value.is_floating_point() else value).numpy()
+    out[key] = value.astype(np.float32) if value.dtype.kind == "f" or value.dtype == ml_dtypes.bfloat16 else value
   return out
 
 

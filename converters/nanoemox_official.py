@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
   try:
     out = convert_official(args.src, args.out, preset=args.preset, partial=args.partial)
   except ConversionError as e:
-    raise SystemExit(f"error: {e}") from None
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   print(f"wrote {out}; skipped and counted: {len(json.loads((out / 'conversion.json').read_text())['ignored'])}")
 
 
