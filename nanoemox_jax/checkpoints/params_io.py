@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
-from collections.abc import Callable, Mapping
+import os
+import sys
+import uuid
+import zlib
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,11 +22,115 @@ from flax import nnx
 M = TypeVar("M", bound=nnx.Module)
 
 
+class CheckpointError(ValueError):
+  """A parameter checkpoint that does not fit the model or fails its checks; one line naming the file."""
+
+
 def save_params(tree: dict[str, Any], path: str | Path) -> None:
-  """Write a nested dict of arrays (e.g. `nnx.to_pure_dict(nnx.state(model, nnx.Param))`) to `path`."""
+  """Write a nested dict of arrays (e.g. `nnx.to_pure_dict(nnx.state(model, nnx.Param))`) to `path`, then the
+  size and CRC-32 of every file Orbax wrote to `<path>.files.json` (fsynced; `check_files` validates them on read).
+  Orbax itself writes to a temporary folder and renames it (with `force`, after deleting an old `path`)."""
   path = Path(path).absolute()
   with ocp.StandardCheckpointer() as ckpt:
     ckpt.save(path, tree, force=True)
+  if jax.process_index() == 0:
+    files = {str(f.relative_to(path)): [f.stat().st_size, _crc32(f)] for f in sorted(path.rglob("*")) if f.is_file()}
+    atomic_write(manifest_path(path), json.dumps({"format": "size, crc32", "files": files}, indent=0).encode())
+
+
+def manifest_path(path: Path) -> Path:
+  """The file list `save_params` writes beside the Orbax folder `path`."""
+  return path.with_name(path.name + ".files.json")
+
+
+def _crc32(path: Path) -> int:
+  crc = 0
+  with open(path, "rb") as f:
+    while chunk := f.read(1 << 22):
+      crc = zlib.crc32(chunk, crc)
+  return crc
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+  """`path` gets `data` or keeps its old content: written to a temporary sibling, fsynced, renamed, and the
+  folder fsynced. An OSError (a full disk: ENOSPC) removes the temporary file and propagates."""
+  tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # unique: concurrent writers never share one
+  try:
+    with open(tmp, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except OSError:
+    tmp.unlink(missing_ok=True)
+    raise
+  fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+  fd = os.open(folder, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def check_files(path: Path) -> None:
+  """Raise ValueError naming the first file of the Orbax folder `path` whose size or CRC-32 differs from
+  `<path>.files.json` (a truncated, damaged or missing file). Folders written before these lists existed (no
+  list) are not checked here; `_read` still turns their read errors into one line."""
+  listing = manifest_path(path)
+  if not listing.exists():
+    return
+  try:
+    files = json.loads(listing.read_text())["files"]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise CheckpointError(f"{listing}: files: unreadable file list ({type(e).__name__}: {e})") from None
+  for name, (size, crc) in files.items():
+    f = path / name
+    if not f.is_file():
+      raise CheckpointError(f"{f}: missing (listed in {listing.name}); the checkpoint is incomplete")
+    if f.stat().st_size != size:
+      raise CheckpointError(f"{f}: size {f.stat().st_size} bytes, {size} when written (truncated or damaged)")
+    if _crc32(f) != crc:
+      raise CheckpointError(f"{f}: crc32 differs from the one recorded when written (damaged)")
+
+
+@contextlib.contextmanager
+def orbax_errors(path: Path) -> Iterator[None]:
+  """Any error reading the Orbax checkpoint `path` becomes one ValueError line naming it (Orbax's own is a
+  multi-line TensorStore spec, and failed reads left in its event loop are reported as ignored exceptions when
+  collected: silenced here)."""
+  hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+  try:
+    yield
+  except (CheckpointError, FileNotFoundError):
+    raise
+  except Exception as e:  # TensorStore / Orbax raise bare Exception, ValueError, AttributeError, ... per damage
+    reason = (str(e).strip().splitlines() or [""])[0].split(" See full TensorStore")[0][:160]
+    raise CheckpointError(f"{path}: unreadable Orbax checkpoint ({type(e).__name__}: {reason})") from None
+  finally:
+    gc.collect()  # the failed reads' coroutines are reported when collected: here, while silenced
+    sys.unraisablehook = hook
+
+
+@contextlib.contextmanager
+def _read(path: Path) -> Iterator[ocp.StandardCheckpointer]:
+  """A checkpointer for reading the Orbax folder `path`, checked first (`check_files`), inside `orbax_errors`."""
+  if not path.is_dir():
+    raise FileNotFoundError(f"no parameter checkpoint at {path}" if not path.exists() else
+                            f"{path}: not a folder (expected an Orbax checkpoint)")
+  check_files(path)
+  with orbax_errors(path), ocp.StandardCheckpointer() as ckpt:
+    yield ckpt
+
+
+def _stored_tree(ckpt: ocp.StandardCheckpointer, path: Path) -> Any:
+  metadata = ckpt.metadata(path)
+  tree = getattr(getattr(metadata, "item_metadata", None), "tree", None)
+  if tree is None:
+    raise CheckpointError(f"{path}: _METADATA: missing or unreadable (not an Orbax checkpoint, or a damaged one)")
+  return tree
 
 
 def restore_params(abstract: M, path: str | Path, param_dtype: Any | None = None) -> M:
@@ -30,14 +140,12 @@ def restore_params(abstract: M, path: str | Path, param_dtype: Any | None = None
   or shapes differ from the model raises ValueError naming the first differing parameter.
   """
   path = Path(path).absolute()
-  if not path.exists():
-    raise FileNotFoundError(f"no parameter checkpoint at {path}")
   graphdef, state = nnx.split(abstract)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # jax arrays, not numpy copies per call
   target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, param_dtype or s.dtype, sharding=device),
                         nnx.to_pure_dict(state))
-  with ocp.StandardCheckpointer() as ckpt:
-    stored = ckpt.metadata(path).item_metadata.tree
+  with _read(path) as ckpt:
+    stored = _stored_tree(ckpt, path)
     check_same_tree(stored, target, str(path))
     restored = ckpt.restore(path, target)
   nnx.replace_by_pure_dict(state, restored)
@@ -53,13 +161,11 @@ def restore_into(module: nnx.Module, path: str | Path, variables: Any = nnx.Para
   Returns the written paths. Values are cast to the module's dtypes.
   """
   path = Path(path).absolute()
-  if not path.exists():
-    raise FileNotFoundError(f"no parameter checkpoint at {path}")
   state = nnx.state(module, variables)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), nnx.to_pure_dict(state))
-  with ocp.StandardCheckpointer() as ckpt:
-    stored = ckpt.metadata(path).item_metadata.tree
+  with _read(path) as ckpt:
+    stored = _stored_tree(ckpt, path)
     if partial:
       stored_keys = {_key(p) for p, _ in jax.tree_util.tree_flatten_with_path(stored)[0]}
       flat = {_key(p): v for p, v in jax.tree_util.tree_flatten_with_path(target)[0] if _key(p) in stored_keys}
@@ -120,7 +226,7 @@ def check_same_tree(found: dict[str, Any], expected: dict[str, Any], where: str)
                for k in flat_expected if k in flat_found
                and tuple(flat_found[k].shape) != tuple(flat_expected[k].shape)]
   if problems:
-    raise ValueError(f"{where}: parameters do not match the model: " + "; ".join(problems[:20])
+    raise CheckpointError(f"{where}: parameters do not match the model: " + "; ".join(problems[:20])
                      + (f" (+{len(problems) - 20} more)" if len(problems) > 20 else ""))
 
 

@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.experimental import multihost_utils
 
-from nanoemox_jax.checkpoints.params_io import restore_into, restore_params, save_params
+from nanoemox_jax.checkpoints.params_io import atomic_write, fsync_dir, restore_into, restore_params, save_params
 from nanoemox_jax.model import clip_vision, face, fields, hubert, presets, qwen2
 from nanoemox_jax.model.frozen import FrozenParam
 from nanoemox_jax.model.layers import DType
@@ -62,9 +66,19 @@ def load_part(name: str, path: str | Path, dtype: DType = jnp.float32, param_dty
 def read_spec(path: str | Path) -> dict[str, Any]:
   """`nanoemox.json` of model folder `path`."""
   spec_file = Path(path) / "nanoemox.json"
+  if not Path(path).exists():
+    raise FileNotFoundError(f"{path} does not exist: make it with `python -m converters.assemble --out {path}` "
+                            "(converts the pretrained towers and LM; README: Checkpoints)")
   if not spec_file.exists():
-    raise FileNotFoundError(f"{path}: no nanoemox.json (not a model folder; see nanoemox_jax.checkpoints.parts)")
-  return json.loads(spec_file.read_text())
+    raise FileNotFoundError(f"{path}: no nanoemox.json (not a model folder: `python -m converters.assemble --out "
+                            "DIR` makes one; a training phase exports one as <workdir>/<phase>/model)")
+  try:
+    spec = json.loads(spec_file.read_text())
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ValueError(f"{spec_file}: not JSON ({e})") from None
+  if not isinstance(spec, dict) or not isinstance(spec.get("preset"), str):
+    raise ValueError(f"{spec_file}: preset: missing (expected an object with a \"preset\" name)")
+  return spec
 
 
 def _with_token_ids(cfg: NanoEmoXConfig, spec: Mapping[str, Any], path: Path) -> NanoEmoXConfig:
@@ -133,20 +147,59 @@ def export(model: NanoEmoX, parts: str | Path, out: str | Path, source: str, tok
   """Make `out` a model folder: `model`'s trainable parameters as `adapters/`, links to the frozen parts of
   folder `parts`, its preset with `model.config` as overrides and token ids, the parts' sources, and a link to
   `tokenizer`. Every process of a multi-process run must call it (the parameters are saved collectively);
-  `write_files` on one only."""
-  parts, out = Path(parts), Path(out)
-  save_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)), out / "adapters" / "params")
-  if write_files:
-    spec, config = read_spec(parts), fields.to_dict(model.config)
-    ids = {k: config.pop(k) for k in TOKEN_ID_FIELDS}
-    record = {"preset": spec["preset"], "overrides": _changes(config, fields.to_dict(presets.get(spec["preset"]))),
-              "token_ids": ids} | ({"sources": spec["sources"]} if "sources" in spec else {})
-    (out / "nanoemox.json").write_text(json.dumps(record, indent=2))
-    for name in PARTS:
-      link = out / name
-      if (parts / name).exists() and not link.exists():
-        link.symlink_to((parts / name).absolute(), target_is_directory=True)
-    if tokenizer is not None and not (out / "tokenizer").exists():
-      (out / "tokenizer").symlink_to(Path(tokenizer).absolute(), target_is_directory=True)
-    (out / "adapters" / "conversion.json").write_text(json.dumps({"source": source, "missing": []}))
+  `write_files` on one only.
+
+  Atomic: everything is written (and fsynced) into `.<out>.partial` beside `out`, which then replaces `out` by
+  two renames (the previous folder is `.<out>.old` between them). A failure (OSError, e.g. ENOSPC) removes the
+  partial folder, keeps the previous `out` and raises an OSError naming `out`."""
+  parts, out = Path(parts), Path(out).absolute()
+  if out.exists() and out.resolve() == parts.resolve():
+    raise ValueError(f"{out}: is the parts folder the export links to; export to another folder")
+  if out.is_dir() and any(out.iterdir()) and not (out / "nanoemox.json").exists():
+    raise FileExistsError(f"{out}: exists and is not a model folder; export to a new or empty folder")
+  tmp = out.with_name(f".{out.name}.partial")
+  if write_files and tmp.exists():
+    shutil.rmtree(tmp)  # left by a killed export
+  _sync(f"export {out} start")
+  try:
+    save_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)), tmp / "adapters" / "params")
+    if write_files:
+      spec, config = read_spec(parts), fields.to_dict(model.config)
+      ids = {k: config.pop(k) for k in TOKEN_ID_FIELDS}
+      record = {"preset": spec["preset"], "overrides": _changes(config, fields.to_dict(presets.get(spec["preset"]))),
+                "token_ids": ids} | ({"sources": spec["sources"]} if "sources" in spec else {})
+      atomic_write(tmp / "nanoemox.json", json.dumps(record, indent=2).encode())
+      for name in PARTS:
+        if (parts / name).exists():
+          (tmp / name).symlink_to((parts / name).absolute(), target_is_directory=True)
+      if tokenizer is not None:
+        (tmp / "tokenizer").symlink_to(Path(tokenizer).absolute(), target_is_directory=True)
+      atomic_write(tmp / "adapters" / "conversion.json", json.dumps({"source": source, "missing": []}).encode())
+      fsync_dir(tmp)
+      _replace(tmp, out)
+  except OSError as e:
+    if write_files:
+      shutil.rmtree(tmp, ignore_errors=True)
+    raise OSError(e.errno, f"{out}: export failed ({e.strerror or e}); the previous export, if any, is kept"
+                  ) from None
+  _sync(f"export {out} done")
   return out
+
+
+def _replace(new: Path, out: Path) -> None:
+  """`out` becomes the folder `new`: the old `out` is moved aside first and deleted after."""
+  old = out.with_name(f".{out.name}.old")
+  if old.exists():
+    shutil.rmtree(old)
+  if out.is_symlink() or out.is_file():
+    out.unlink()
+  elif out.exists():
+    os.rename(out, old)
+  os.rename(new, out)
+  fsync_dir(out.parent)
+  shutil.rmtree(old, ignore_errors=True)
+
+
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)

@@ -7,6 +7,7 @@ are stored as raw key data. Saves are asynchronous; `wait()` blocks until they a
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,10 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from nanoemox_jax.checkpoints.params_io import orbax_errors
 from nanoemox_jax.model.frozen import FrozenParam
+
+log = logging.getLogger(__name__)
 
 
 def _train_state(model: nnx.Module, optimizer: nnx.Optimizer) -> dict[str, Any]:
@@ -47,17 +51,32 @@ class Checkpointer:
 
   def restore(self, model: nnx.Module, optimizer: nnx.Optimizer, step: int | None = None
               ) -> tuple[int, dict[str, Any], dict[str, Any]] | None:
-    """Load step `step` (default: the latest) into `model` and `optimizer` in place.
+    """Load step `step` (default: the latest readable one) into `model` and `optimizer` in place.
 
-    Returns (step, data iterator state, meta), or None when the directory holds no checkpoint.
+    Returns (step, data iterator state, meta), or None when the directory holds no checkpoint. Orbax only lists
+    finished steps (it writes each into a temporary folder and renames it); a listed step that cannot be read
+    (damaged since) is skipped for the one before it with a warning, or, when it was asked for by `step` or is
+    the last one, raises ValueError naming its folder.
     """
-    step = self.latest_step() if step is None else step
-    if step is None:
-      return None
+    steps = [step] if step is not None else sorted(self.manager.all_steps(), reverse=True)
+    for i, s in enumerate(steps):
+      try:
+        with orbax_errors(self.directory / str(s)):
+          return self._restore(model, optimizer, s)
+      except ValueError as e:
+        if i + 1 == len(steps):
+          raise ValueError(f"{e}; move it away to resume from an older step") from None
+        log.warning("%s; resuming from step %d instead", e, steps[i + 1])
+    return None
+
+  def _restore(self, model: nnx.Module, optimizer: nnx.Optimizer, step: int
+               ) -> tuple[int, dict[str, Any], dict[str, Any]]:
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
                           _train_state(model, optimizer))
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
+    if not isinstance(restored["data"], dict) or not isinstance(restored["meta"], dict):
+      raise ValueError(f"{self.directory / str(step)}: its data or meta item is missing")
     state = restored["state"]
     state["rng_keys"] = jax.tree.map(jax.random.wrap_key_data, state["rng_keys"])
     for owner, filt, tree in ((model, nnx.All(nnx.Param, nnx.Not(FrozenParam)), state["params"]),

@@ -123,4 +123,7 @@ def execute(config: ml_collections.ConfigDict, workdir: str, resume: bool) -> in
   except (FileNotFoundError, FileExistsError, ValueError, SourceError, MediaError) as e:
     print(f"\nerror: {e}", file=sys.stderr)
     return 2
+  except OSError as e:  # the machine's, not the input's: a full disk (ENOSPC) while saving or exporting
+    print(f"\nerror: {e}", file=sys.stderr)
+    return 1
   return 0

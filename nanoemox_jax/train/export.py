@@ -5,7 +5,8 @@ Turns kept training checkpoints (`W/<phase>/checkpoints/`, Orbax) into model fol
 (the best-of-range protocol of `nanoemox_jax.evaluate --select best`). `--step N` writes DIR itself;
 `--all` writes `DIR/step_<N>` for every kept step. The model is rebuilt from the run's `W/config.json`
 (written by the training run): the same parts, model config and `init_from` phases, then the checkpoint's
-trainable parameters. Exit 2 with one line for a missing workdir, phase or step.
+trainable parameters. Exit 2 with one line for a missing workdir, phase or step, or an --out that is not a model
+folder; exit 1 with one line when writing fails (a full disk: the previous folder at that path is kept).
 """
 
 from __future__ import annotations
@@ -68,9 +69,12 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     export_steps(args.workdir, args.phase, None if args.all else args.step, args.out)
-  except (FileNotFoundError, ValueError) as e:
+  except (FileNotFoundError, FileExistsError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:  # a full disk (ENOSPC): the model folder being written is removed, an older one kept
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   return 0
 
 
