@@ -203,7 +203,8 @@ def load_audio(path: str | Path, silence_peak: float = SILENCE_PEAK) -> np.ndarr
 
   PyAV (FFmpeg) decodes; channels are averaged; `scipy.signal.resample_poly` resamples (Kaiser-windowed
   polyphase FIR; the authors use `torchaudio.functional.resample`). Raises `MediaError` when there is no
-  audio track, no samples, or the result is silent (every |x| < `silence_peak`; pass 0 to keep silence).
+  audio track, no samples, a NaN or infinite sample (a float wav can hold them), or the result is silent
+  (every |x| < `silence_peak`; pass 0 to keep silence).
   """
   path = _checked_file(path, "audio")
   chunks, rate = [], None
@@ -222,6 +223,8 @@ def load_audio(path: str | Path, silence_peak: float = SILENCE_PEAK) -> np.ndarr
   if not chunks or sum(c.shape[1] for c in chunks) == 0:
     raise MediaError(path, "audio", "the audio track holds no samples")
   wave = np.concatenate(chunks, axis=1).mean(axis=0)
+  if bad := int((~np.isfinite(wave)).sum()):
+    raise MediaError(path, "audio", f"{bad} of {wave.size} samples are NaN or infinite")
   if rate != SAMPLE_RATE:
     g = math.gcd(rate, SAMPLE_RATE)
     wave = resample_poly(wave, SAMPLE_RATE // g, rate // g)
