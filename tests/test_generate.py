@@ -114,6 +114,22 @@ def test_a_row_samples_from_its_own_key_alone(models):
   assert (other != together).any()  # the keys do decide the draws
 
 
+def test_nucleus_is_the_sorted_cumulative_rule():
+  # Reference: HF TopPLogitsWarper's rule in numpy (sort descending, keep while the mass before a token < top_p).
+  rng = np.random.default_rng(0)
+  for scale, top_p in [(0.5, 0.9), (3.0, 0.9), (8.0, 0.5), (1.0, 0.99), (3.0, 1e-6)]:
+    logits = (scale * rng.standard_normal((16, 5000))).astype(np.float32)
+    probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+    order = np.argsort(-probs, axis=-1, kind="stable")
+    sorted_p = np.take_along_axis(probs, order, -1).astype(np.float64)
+    keep_sorted = np.cumsum(sorted_p, -1) - sorted_p < top_p
+    ref = np.zeros_like(keep_sorted)
+    np.put_along_axis(ref, order, keep_sorted, -1)
+    ours = np.asarray(gen.nucleus(jnp.asarray(probs), jnp.float32(top_p)))
+    assert ref.sum(-1).min() >= 1 and (top_p < 0.01 or ref.sum(-1).max() > 1)  # a set, not just the argmax
+    np.testing.assert_array_equal(ours, ref, err_msg=f"scale {scale}, top_p {top_p}")
+
+
 def test_top_p_keeps_only_the_nucleus():
   logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]] * 3000))
   keys = jax.random.split(jax.random.key(0), 3000)

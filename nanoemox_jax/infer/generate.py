@@ -32,15 +32,28 @@ def greedy_token(logits: jax.Array) -> jax.Array:
   return jnp.min(jnp.where(logits == top, vocab, logits.shape[-1] - 1), axis=-1)
 
 
+def nucleus(probs: jax.Array, top_p: jax.Array) -> jax.Array:
+  """bool [B, V]: the top-p nucleus of each row of probs [B, V], the smallest top set with probability >= top_p
+  (ties at its edge kept; the most likely token always). HF `TopPLogitsWarper` sorts the vocabulary; here the
+  smallest kept probability is found by bisection over the bit patterns of non-negative float32 values (ordered
+  like the values): 32 masked sums over the vocabulary instead of a sort, which is ~10x slower on XLA:CPU."""
+  def body(_, bounds):  # invariant: mass(p >= lo) >= top_p > mass(p >= hi)
+    lo, hi = bounds
+    mid = lo + (hi - lo) // 2
+    tau = jax.lax.bitcast_convert_type(mid, jnp.float32)[:, None]
+    ok = jnp.sum(jnp.where(probs >= tau, probs, 0.0), axis=-1) >= top_p
+    return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+  top = jax.lax.bitcast_convert_type(jnp.max(probs, axis=-1), jnp.uint32)
+  lo, _ = jax.lax.fori_loop(0, 32, body, (jnp.zeros_like(top), top + 1))
+  return probs >= jax.lax.bitcast_convert_type(lo, jnp.float32)[:, None]
+
+
 def sample_token(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: jax.Array) -> jax.Array:
-  """Nucleus sampling: keep the smallest top set with probability >= top_p; row b draws with keys[b] alone, so
-  its token does not depend on the other rows. logits [B, V], keys [B] -> [B]."""
+  """Nucleus sampling from softmax(logits / temperature) restricted to `nucleus`; row b draws with keys[b] alone,
+  so its token does not depend on the other rows. logits [B, V], keys [B] -> [B]."""
   logits = logits / temperature
-  sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]  # [B, V] descending
-  probs = jax.nn.softmax(sorted_logits, axis=-1)
-  keep = jnp.cumsum(probs, axis=-1) - probs < top_p  # the first token is always kept
-  cutoff = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
-  masked = jnp.where(logits < cutoff, -jnp.inf, logits)
+  masked = jnp.where(nucleus(jax.nn.softmax(logits, axis=-1), top_p), logits, -jnp.inf)
   return jax.vmap(jax.random.categorical)(keys, masked).astype(jnp.int32)
 
 
