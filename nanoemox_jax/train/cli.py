@@ -72,7 +72,10 @@ def parse(argv: list[str], config: Callable[[], ml_collections.ConfigDict]) -> N
       reason = unknown_override(config(), argv)
     except (OSError, ImportError, SyntaxError, AttributeError, TypeError, ValueError):  # the file itself is bad
       reason = None
-    print(f"error: {reason or str(e).strip()}", file=sys.stderr)
+    message = str(e).strip()
+    if "Traceback (most recent call last)" in message:  # config_flags quotes get_config's traceback: its last line
+      message = f"{message.splitlines()[0].rstrip(':')}: {message.splitlines()[-1]}"
+    print(f"error: {reason or message}", file=sys.stderr)
     sys.exit(2)
   spec = config_file_arg(argv)
   if spec and not Path(spec.partition(":")[0]).is_file():

@@ -52,6 +52,11 @@ class Precision:
   compute_dtype: str = "bfloat16"  # matmuls; norms, softmax and the loss stay fp32 (fp32: 33.8 GB, over 24 GB)
   remat: bool = False  # rematerialise the LM layers in the backward pass
 
+  def __post_init__(self):
+    for name in ("tower_dtype", "compute_dtype"):
+      if getattr(self, name) not in ("float32", "bfloat16"):
+        raise ValueError(f"precision.{name}={getattr(self, name)!r}: expected 'float32' or 'bfloat16'")
+
 
 @dataclasses.dataclass(frozen=True)
 class Distributed:
