@@ -17,7 +17,8 @@ import numpy as np
 from flax import nnx
 
 from nanoemox_jax.model.frozen import FrozenParam
-from nanoemox_jax.model.nanoemox import IGNORE, Batch, NanoEmoX, NanoEmoXConfig, abstract_model, init_model
+from nanoemox_jax.model.nanoemox import (IGNORE, Batch, NanoEmoX, NanoEmoXConfig, TowerFeatures, abstract_model,
+                                         init_model)
 from nanoemox_jax.train import phases
 from nanoemox_jax.train.step import OptimConfig, make_optimizer, make_train_step
 
@@ -51,6 +52,22 @@ def abstract_batch(cfg: NanoEmoXConfig, batch: int, seq: int, accumulation: int)
   return Batch(s(k + (seq,), jnp.int32), s(k + (seq,), jnp.int32), s(k + (seq,), jnp.int32),
                s(k + (t, 3, size, size), jnp.float32), s(k + (t, 3, FACE_SIZE, FACE_SIZE), jnp.float32),
                s(k + (cfg.num_audio_clips, AUDIO_CLIP), jnp.float32), s(k, jnp.bool_), s(k, jnp.bool_))
+
+
+def feature_shapes(cfg: NanoEmoXConfig, dtype=jnp.float32, tower_dtype=None) -> TowerFeatures:
+  """Per-item `ShapeDtypeStruct`s of the towers' outputs (what `data.features` stores), from an abstract model."""
+  t, c, size = cfg.num_frames, cfg.num_audio_clips, cfg.clip.image_size
+  media = (jnp.zeros((1, t, 3, size, size)), jnp.zeros((1, t, 3, FACE_SIZE, FACE_SIZE)), jnp.zeros((1, c, AUDIO_CLIP)))
+  out = nnx.eval_shape(lambda m: m.tower_features(*media), abstract_model(cfg, dtype, tower_dtype=tower_dtype))
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), out)
+
+
+def with_features(batch: Batch, shapes: TowerFeatures, abstract: bool = False, seed: int = 0) -> Batch:
+  """`batch` ([K, b, ...]) carrying stored tower features (random normal, or `ShapeDtypeStruct`s) instead of media."""
+  lead, rs = batch.input_ids.shape[:2], np.random.RandomState(seed)
+  make = (lambda s: jax.ShapeDtypeStruct(lead + s.shape, s.dtype)) if abstract else (
+      lambda s: jnp.asarray(rs.randn(*lead, *s.shape), s.dtype))
+  return batch._replace(frames=None, faces=None, audio=None, features=TowerFeatures(*(make(s) for s in shapes)))
 
 
 def random_model(cfg: NanoEmoXConfig, dtype=jnp.float32, tower_dtype=None, seed: int = 0) -> NanoEmoX:
@@ -90,14 +107,19 @@ def jitted_step(graphdef, phase: str, *, remat: bool, num_targets: int = 64):
 
 
 def lowered_step(cfg: NanoEmoXConfig, phase: str, batch: int, seq: int, accumulation: int, *, remat: bool,
-                 dtype=jnp.float32, tower_dtype=None) -> jax.stages.Lowered:
-  """`jitted_step` lowered on abstract (model, optimizer, micro-batches): nothing is allocated."""
+                 dtype=jnp.float32, tower_dtype=None, stored: bool = False) -> jax.stages.Lowered:
+  """`jitted_step` lowered on abstract (model, optimizer, micro-batches): nothing is allocated. stored: the
+  micro-batches carry the towers' outputs (`with_features`) instead of media."""
   graphdef, state = abstract_state(cfg, phase, dtype, tower_dtype)
-  return jitted_step(graphdef, phase, remat=remat).lower(state, abstract_batch(cfg, batch, seq, accumulation))
+  batches = abstract_batch(cfg, batch, seq, accumulation)
+  if stored:
+    batches = with_features(batches, feature_shapes(cfg, dtype, tower_dtype), abstract=True)
+  return jitted_step(graphdef, phase, remat=remat).lower(state, batches)
 
 
-def flops(lowered: jax.stages.Lowered) -> float | None:
-  """FLOPs of one call, XLA's count on the lowered (unoptimised) program; None where the backend gives none."""
+def flops(lowered: jax.stages.Lowered | jax.stages.Compiled) -> float | None:
+  """FLOPs of one call, XLA's count on the lowered (unoptimised) or compiled program; None where the backend
+  gives none."""
   cost = lowered.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   return float(cost["flops"]) if cost else None
@@ -121,26 +143,33 @@ def count_compilations() -> Iterator[list[float]]:
 
 
 def model_flops(cfg: NanoEmoXConfig, phase: str, batch: int, seq: int, accumulation: int, dtype=jnp.float32,
-                tower_dtype=None) -> float | None:
+                tower_dtype=None, stored: bool = False, compiled: bool = False) -> float | None:
   """FLOPs of one optimizer step without recomputation: XLA counts a `scan` body once, so one micro-batch
-  is lowered and multiplied by `accumulation` (the update itself is negligible)."""
+  is lowered and multiplied by `accumulation` (the update itself is negligible). stored: on stored tower
+  features (`with_features`); compiled: XLA's count of the optimised program (compiled on the CPU, abstract
+  inputs: no weights are allocated)."""
   with jax.default_device(jax.local_devices(backend="cpu")[0]):  # a GPU's Lowered gives no cost analysis
-    one = flops(lowered_step(cfg, phase, batch, seq, 1, remat=False, dtype=dtype, tower_dtype=tower_dtype))
+    lowered = lowered_step(cfg, phase, batch, seq, 1, remat=False, dtype=dtype, tower_dtype=tower_dtype, stored=stored)
+    one = flops(lowered.compile() if compiled else lowered)
   return None if one is None else accumulation * one
 
 
 def time_steps(cfg: NanoEmoXConfig, phase: str, batch: int, seq: int, accumulation: int, *, remat: bool,
-               dtype=jnp.float32, tower_dtype=None, steps: int = 3) -> dict[str, float]:
-  """On a random model: compile `jitted_step` (seconds, `memory_analysis()` in GB), then the first call,
-  the compilations in the first and second calls (0 = nothing recompiled) and the fastest of `steps` calls."""
+               dtype=jnp.float32, tower_dtype=None, steps: int = 3, stored: bool = False) -> dict[str, float]:
+  """On a random model: compile `jitted_step` (seconds, `memory_analysis()` in GB), then the
+  first call, the compilations in the first and second calls (0 = nothing recompiled) and the fastest of
+  `steps` calls. stored: micro-batches of stored tower features (`with_features`) instead of media."""
   model = random_model(cfg, dtype, tower_dtype)
   graphdef, state = nnx.split((model, optimizer_for(model, phase)))  # donated below: `model` is not used again
   fn = jitted_step(graphdef, phase, remat=remat)
   batches = synthetic_batch(cfg, batch, seq, accumulation)
+  if stored:
+    batches = with_features(batches, feature_shapes(cfg, dtype, tower_dtype))
   with count_compilations() as compiles:
     start = time.perf_counter()
-    mem = fn.lower(state, batches).compile().memory_analysis()
+    compiled = fn.lower(state, batches).compile()
     compile_s = time.perf_counter() - start
+  mem = compiled.memory_analysis()
   calls = []
   for _ in range(2):
     with count_compilations() as seen:

@@ -345,10 +345,10 @@ def tiny_model():
   return NanoEmoX(TINY, rngs=nnx.Rngs(0))
 
 
-def test_feature_cache_holds_the_towers_outputs_and_the_decoder_status(tiny_model, clips):
+def test_feature_cache_holds_the_towers_outputs_and_the_decoder_status(tiny_model, clips, tmp_path):
   records = media_records(clips) + [rec("mir", 99, subtitle="text only", candidates=("thank",))]
-  cache = build_cache(tiny_model, records + records[:2], batch_size=3)  # 9 distinct items: a padded last batch
-  assert len(cache.index) == len(records) == cache.features.frames.shape[0]
+  cache = build_cache(tmp_path, tiny_model, records + records[:2], batch_size=3)  # 9 distinct: a padded last batch
+  assert len(cache.index) == len(records) == cache.computed
   towers = jax.jit(tiny_model.tower_features)
   for name, r in zip([*clips, "text_only"], records, strict=True):
     d = media.decode_sample(r.video, r.audio, TINY.face_input)
@@ -361,11 +361,11 @@ def test_feature_cache_holds_the_towers_outputs_and_the_decoder_status(tiny_mode
 
 
 @pytest.mark.parametrize("mode", ["mask", "skip"])
-def test_cached_pipeline_gives_the_decoding_pipeline_batches(tiny_model, tok, clips, mode):
+def test_cached_pipeline_gives_the_decoding_pipeline_batches(tiny_model, tok, clips, mode, tmp_path):
   records = media_records(clips)
   source = MixSource("media", tuple(records))
   config = PipelineConfig(batch_size=2, buckets=(256,), seed=7, media_failure=mode)
-  cache = build_cache(tiny_model, records, batch_size=4)
+  cache = build_cache(tmp_path, tiny_model, records, batch_size=4)
   reference, cached = iter(Pipeline([source], tok, TINY, config)), iter(Pipeline([source], tok, TINY, config,
                                                                                   features=cache))
   by_subtitle = {r.subtitle: media_key(r) for r in records}
@@ -381,8 +381,8 @@ def test_cached_pipeline_gives_the_decoding_pipeline_batches(tiny_model, tok, cl
   assert (reference.stats.skipped["media"] > 0) == (mode == "skip")
 
 
-def test_a_cache_without_some_media_is_refused(tiny_model, tok, clips):
+def test_a_cache_without_some_media_is_refused(tiny_model, tok, clips, tmp_path):
   records = media_records(clips)
-  cache = build_cache(tiny_model, records[:3], batch_size=4)
+  cache = build_cache(tmp_path, tiny_model, records[:3], batch_size=4)
   with pytest.raises(ValueError, match="lacks 5 media item"):
     Pipeline([MixSource("media", tuple(records))], tok, TINY, PipelineConfig(batch_size=2), features=cache)

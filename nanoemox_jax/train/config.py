@@ -39,6 +39,12 @@ class Paths:
   parts: str = "checkpoints/nanoemox"  # a model folder of converted parts (`checkpoints.parts`)
   data: str = "data/manifests"  # manifests `<name>_<split>.jsonl` (`python -m nanoemox_jax.data.prepare`)
   tokenizer: str = ""  # "": `<parts>/tokenizer` if present, else the Qwen2 tokenizer shipped with the package
+  # The frozen-tower feature store (`data.features`; `python -m nanoemox_jax.data.features build` fills one ahead),
+  # shared by phases, resumes and runs that name it; "": `<workdir>/features`.
+  features: str = ""
+
+  def features_folder(self, workdir: str | Path) -> Path:
+    return Path(self.features) if self.features else Path(workdir) / "features"
 
   def tokenizer_folder(self) -> Path:
     if self.tokenizer:
@@ -76,9 +82,10 @@ class Data:
   buckets: tuple[int, ...] = (512, 768, 1024)
   workers: int = 2
   media_failure: str = "mask"  # "mask" the modality of an unreadable file, or "skip" the sample
-  # Run the frozen towers once per distinct media item before the phase and train on their cached outputs
-  # (`data.features`): 135 KB of host memory per item with the full towers in bf16; ignored with several processes.
-  cache_features: bool = False
+  # Train on the frozen towers' outputs from the feature store (`paths.features`), computing the missing entries
+  # once before the phase: 135 KB of disk per distinct media item with the full towers in bf16; with several
+  # processes, media are decoded and the towers run in the step (logged).
+  cache_features: bool = True
 
   def __post_init__(self):
     if self.task_weights and len(self.task_weights) != len(TASK_ORDER):

@@ -102,9 +102,10 @@ def build_model(run: Run, name: str, workdir: Path) -> NanoEmoX:
   return model
 
 
-def make_data(run: Run, name: str, model: NanoEmoX, tokenizer: Tokenizer) -> pipeline.Pipeline:
-  """The phase's training batches of `accumulation x batch_size` (per process), from cached tower features
-  when `data.cache_features` (one process only)."""
+def make_data(run: Run, name: str, model: NanoEmoX, tokenizer: Tokenizer, store: Path | None = None
+              ) -> pipeline.Pipeline:
+  """The phase's training batches of `accumulation x batch_size` (per process), from the feature store `store`
+  (`data.features`; missing entries are computed first) when `data.cache_features` (one process only)."""
   data = run.phases[name].data
   if data.batch_size % jax.process_count():
     raise ValueError(f"phases.{name}.data.batch_size={data.batch_size} is not divisible by the "
@@ -117,7 +118,7 @@ def make_data(run: Run, name: str, model: NanoEmoX, tokenizer: Tokenizer) -> pip
                 jax.process_count())
   elif data.cache_features:
     records = [r for path in manifests.values() for r in read_jsonl(path)]
-    features = build_cache(model, records, batch_size=run.phases[name].eval_batch_size, workers=data.workers)
+    features = build_cache(store, model, records, batch_size=run.phases[name].eval_batch_size, workers=data.workers)
   weights = dict(zip(TASK_ORDER, data.task_weights)) if data.task_weights else None
   return pipeline.build(manifests, tokenizer, model.config, pipeline.PipelineConfig(
       batch_size=data.accumulation * data.batch_size // jax.process_count(),
@@ -229,7 +230,7 @@ def run_phase(run: Run, name: str, workdir: str | Path, resume: bool = False) ->
   optimizer = nnx.Optimizer(model, make_optimizer(phase.optim), wrt=trainable)
   mesh = mesh_lib.make_mesh(run.mesh)
   mesh_lib.shard_model(model, optimizer, mesh, run.mesh)
-  data = iter(make_data(run, name, model, tokenizer))
+  data = iter(make_data(run, name, model, tokenizer, run.paths.features_folder(workdir)))
   start = 0
   restored = ckpt.restore(model, optimizer) if resume else None
   if restored is not None:
