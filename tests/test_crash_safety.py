@@ -181,3 +181,25 @@ def test_a_damaged_training_checkpoint_falls_back_to_the_step_before(tmp_path, c
   with pytest.raises(ValueError, match=r"/2: unreadable Orbax checkpoint .*; move it away to resume"):
     ckpt.restore(fresh, nnx.Optimizer(fresh, optax.adam(0.1), wrt=nnx.Param), step=2)
   ckpt.close()
+
+
+def test_a_damaged_folder_without_a_file_list_is_one_line_in_a_fresh_process(models, tmp_path):
+  """Folders written before the file lists: Orbax's own read error becomes one line, and the reports of its other
+  abandoned reads (printed when collected or at exit) are dropped."""
+  import subprocess
+  import sys
+
+  source, (first, _) = models
+  out = tmp_path / "model"
+  parts.export(first, source, out, "phase1a")
+  (out / "adapters" / "params.files.json").unlink()
+  for data_file in _data(out):
+    os.truncate(data_file, 3)
+  code = ("import sys\nfrom flax import nnx\nfrom nanoemox_jax.checkpoints import params_io\n"
+          "from nanoemox_jax.model import presets\nfrom nanoemox_jax.model.nanoemox import init_model\n"
+          f"try:\n  params_io.restore_into(init_model(presets.tiny(), 0), {str(out / 'adapters' / 'params')!r}, "
+          "nnx.Param, partial=True)\nexcept ValueError as e:\n  print(f'error: {e}', file=sys.stderr)\n  sys.exit(2)\n")
+  run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+  lines = [line for line in run.stderr.splitlines() if not line.startswith(("W0", "I0", "WARNING"))]
+  assert run.returncode == 2 and len(lines) == 1, run.stderr[-3000:]
+  assert lines[0].startswith(f"error: {out / 'adapters' / 'params'}: unreadable Orbax checkpoint"), lines

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 import sys
+import threading
 import uuid
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -98,20 +98,41 @@ def check_files(path: Path) -> None:
 
 @contextlib.contextmanager
 def orbax_errors(path: Path) -> Iterator[None]:
-  """Any error reading the Orbax checkpoint `path` becomes one ValueError line naming it (Orbax's own is a
-  multi-line TensorStore spec, and failed reads left in its event loop are reported as ignored exceptions when
-  collected: silenced here)."""
-  hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+  """Any error reading the Orbax checkpoint `path` becomes one CheckpointError line naming it (Orbax's own is a
+  multi-line TensorStore spec). Its other failed reads, left in Orbax's event loop, would each print a traceback
+  when collected or at exit: after a failure, those reports (and only those) are dropped."""
   try:
     yield
   except (CheckpointError, FileNotFoundError):
     raise
   except Exception as e:  # TensorStore / Orbax raise bare Exception, ValueError, AttributeError, ... per damage
+    _drop_failed_read_reports()
     reason = (str(e).strip().splitlines() or [""])[0].split(" See full TensorStore")[0][:160]
     raise CheckpointError(f"{path}: unreadable Orbax checkpoint ({type(e).__name__}: {reason})") from None
-  finally:
-    gc.collect()  # the failed reads' coroutines are reported when collected: here, while silenced
-    sys.unraisablehook = hook
+
+
+def _failed_read(exc: BaseException | None, obj: Any = None) -> bool:
+  return "_read_array_index_and_device_put" in repr(obj) or (
+      isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc))
+
+
+def _drop_failed_read_reports() -> None:
+  """Filters on `sys.unraisablehook` and `threading.excepthook` (installed once) that drop the reports of Orbax's
+  abandoned array reads and pass everything else on."""
+  if getattr(sys.unraisablehook, "_drops_failed_reads", False):
+    return
+  unraisable, thread = sys.unraisablehook, threading.excepthook
+
+  def unraisable_hook(u):
+    if not _failed_read(u.exc_value, u.object):
+      unraisable(u)
+
+  def thread_hook(args):
+    if not _failed_read(args.exc_value):
+      thread(args)
+
+  unraisable_hook._drops_failed_reads = True
+  sys.unraisablehook, threading.excepthook = unraisable_hook, thread_hook
 
 
 @contextlib.contextmanager
