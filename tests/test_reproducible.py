@@ -69,3 +69,28 @@ def test_same_config_and_seed_give_identical_runs_in_two_processes(assets, tmp_p
     answers = [[(r["id"], r["text"]) for r in map(json.loads, (w / "preds.jsonl").read_text().splitlines())]
                for w in runs]
     assert answers[0] == answers[1] and len(answers[0]) == len(read_jsonl(test_set))
+
+
+def test_face_boxes_do_not_depend_on_threads():
+  """The default-suite guard of the cause: 24 frames (the astronaut, shifted, scaled and noised) detected by 8
+  threads at once give the boxes a single thread gives (a shared `CascadeClassifier` changed some of them)."""
+  from concurrent.futures import ThreadPoolExecutor
+
+  import cv2
+  import skimage
+
+  from nanoemox_jax.data.media import detect_face
+
+  rng = np.random.default_rng(0)
+  base = skimage.data.astronaut()
+  frames = []
+  for i in range(24):
+    scale = 0.5 + 0.02 * i
+    image = cv2.resize(base, None, fx=scale, fy=scale)
+    image = np.roll(image, (3 * i, -2 * i), axis=(0, 1))
+    frames.append(np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8))
+  alone = [detect_face(f) for f in frames]
+  assert sum(box is not None for box in alone) > 20
+  for _ in range(3):
+    with ThreadPoolExecutor(8) as pool:
+      assert list(pool.map(detect_face, frames)) == alone
