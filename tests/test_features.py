@@ -200,7 +200,7 @@ def test_a_build_killed_mid_shard_completes_on_rerun(tiny_model, clips, referenc
   assert (again.computed, again.read) == (0, len(records))
 
 
-@pytest.mark.slow  # 6 min on 2 shared cores (demo parts, two processes)
+@pytest.mark.slow  # 2 min on 2 shared cores (demo parts, two processes)
 def test_the_build_command_killed_and_rerun(assets, clips, tmp_path, capsys):  # noqa: F811
   records = media_records(clips)
   write_jsonl(records, tmp_path / "media.jsonl")
