@@ -68,7 +68,8 @@ def read_spec(path: str | Path) -> dict[str, Any]:
   spec_file = Path(path) / "nanoemox.json"
   if not Path(path).exists():
     raise FileNotFoundError(f"{path} does not exist: make it with `python -m converters.assemble --out {path}` "
-                            "(converts the pretrained towers and LM; README: Checkpoints)")
+                            "(converts the pretrained towers and LM; README: Towers, the full model and the authors' "
+                            "checkpoints)")
   if not spec_file.exists():
     raise FileNotFoundError(f"{path}: no nanoemox.json (not a model folder: `python -m converters.assemble --out "
                             "DIR` makes one; a training phase exports one as <workdir>/<phase>/model)")
