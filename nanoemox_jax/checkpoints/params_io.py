@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 import threading
@@ -100,28 +101,44 @@ def check_files(path: Path) -> None:
 def orbax_errors(path: Path) -> Iterator[None]:
   """Any error reading the Orbax checkpoint `path` becomes one CheckpointError line naming it (Orbax's own is a
   multi-line TensorStore spec). Its other failed reads, left in Orbax's event loop, would each print a traceback
-  when collected or at exit: after a failure, those reports (and only those) are dropped."""
+  (when collected, at exit, or from TensorStore's threads as they finish): those reports, and only those, are
+  dropped (filters installed on first use)."""
+  _drop_failed_read_reports()
   try:
     yield
   except (CheckpointError, FileNotFoundError):
     raise
   except Exception as e:  # TensorStore / Orbax raise bare Exception, ValueError, AttributeError, ... per damage
-    _drop_failed_read_reports()
     reason = (str(e).strip().splitlines() or [""])[0].split(" See full TensorStore")[0][:160]
     raise CheckpointError(f"{path}: unreadable Orbax checkpoint ({type(e).__name__}: {reason})") from None
 
 
+_READ_FAILURE = ("_read_array_index_and_device_put", "Encountered error while reading array index", "OCDBT database")
+
+
 def _failed_read(exc: BaseException | None, obj: Any = None) -> bool:
-  return "_read_array_index_and_device_put" in repr(obj) or (
+  """Whether a report is about one of Orbax's abandoned array reads (or its closed event loop)."""
+  chain = [exc, getattr(exc, "__cause__", None), getattr(exc, "__context__", None)]
+  text = repr(obj) + "".join(str(e) for e in chain if e is not None)
+  return any(marker in text for marker in _READ_FAILURE) or (
       isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc))
 
 
+class _DropFailedReads(logging.Filter):
+  """asyncio logs "Future exception was never retrieved" for each abandoned read."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (_failed_read(exc) or any(m in record.getMessage() for m in _READ_FAILURE))
+
+
 def _drop_failed_read_reports() -> None:
-  """Filters on `sys.unraisablehook` and `threading.excepthook` (installed once) that drop the reports of Orbax's
-  abandoned array reads and pass everything else on."""
+  """Filters on `sys.unraisablehook`, `threading.excepthook` and `sys.excepthook` (what a C++ callback's
+  `PyErr_Print` uses; installed once) that drop the reports of Orbax's abandoned array reads and pass everything
+  else on."""
   if getattr(sys.unraisablehook, "_drops_failed_reads", False):
     return
-  unraisable, thread = sys.unraisablehook, threading.excepthook
+  unraisable, thread, uncaught = sys.unraisablehook, threading.excepthook, sys.excepthook
 
   def unraisable_hook(u):
     if not _failed_read(u.exc_value, u.object):
@@ -131,8 +148,13 @@ def _drop_failed_read_reports() -> None:
     if not _failed_read(args.exc_value):
       thread(args)
 
+  def uncaught_hook(kind, value, tb):  # only the closed loop: a real uncaught error (ours included) still prints
+    if not (isinstance(value, RuntimeError) and "Event loop is closed" in str(value)):
+      uncaught(kind, value, tb)
+
   unraisable_hook._drops_failed_reads = True
-  sys.unraisablehook, threading.excepthook = unraisable_hook, thread_hook
+  sys.unraisablehook, threading.excepthook, sys.excepthook = unraisable_hook, thread_hook, uncaught_hook
+  logging.getLogger("asyncio").addFilter(_DropFailedReads())
 
 
 @contextlib.contextmanager
