@@ -222,4 +222,4 @@ def test_cli_converts_to_bf16_and_reports_errors(tmp_path, converted):
   assert np.abs(ours - ref).max() / np.abs(ref).max() < 0.05
   bad = subprocess.run([sys.executable, "-m", "converters.clip", "--src", str(tmp_path / "nowhere"), "--out",
                         str(tmp_path / "bad")], cwd=ROOT, capture_output=True, text=True)
-  assert bad.returncode != 0 and "config.json not found" in bad.stderr and "Traceback" not in bad.stderr
+  assert bad.returncode == 2 and "nowhere: no such file or folder" in bad.stderr and "Traceback" not in bad.stderr
