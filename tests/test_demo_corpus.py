@@ -20,7 +20,7 @@ from nanoemox_jax.data.media import FRAMES, decode_sample, load_audio, read_fram
 from nanoemox_jax.data.sources import read_source
 
 PER_CLASS = 4
-SETS = [(dataset, split) for dataset in demo.WRITERS for split in ("train", "test")]
+SETS = [(dataset, split) for dataset in demo.WRITERS for split in demo.SPLITS]
 TASKS = {"cremad": ("mer",), "caer": ("mer",), "mintrec": ("mir",), "mercaptionplus": ("ovmer", "eri"),
          "avamerg": ("erg", "erg_emotion")}
 
@@ -56,7 +56,7 @@ def test_read_back_counts_and_labels(records, dataset, split):
   classes = demo.CLASSES[dataset]
   n = items_per_class(split) * len(classes)
   turns, tasks = 1, TASKS[dataset]
-  if dataset == "avamerg":  # two turns per conversation; the test split gives the last one, as ERG only
+  if dataset == "avamerg":  # two turns per conversation; dev and test give the last one, as ERG only
     turns, tasks = (2, tasks) if split == "train" else (1, ("erg",))
   assert Counter(r.task for r in recs) == {task: n * turns for task in tasks}
   assert Counter(r.labels[0] for r in primary(recs)) == {label: items_per_class(split) * turns for label in classes}
@@ -72,11 +72,17 @@ def test_read_back_counts_and_labels(records, dataset, split):
 
 
 def test_splits_are_disjoint(records):
+  """Train, dev and test share no media file, no item id, no media content and (CREMA-D) no actor."""
+  pairs = [("train", "dev"), ("train", "test"), ("dev", "test")]
   for dataset in demo.WRITERS:
-    train, test = ({r.video or r.audio for r in records[dataset, split]} for split in ("train", "test"))
-    assert not train & test, dataset
-  actors = {split: {Path(r.audio).name.split("_")[1] for r in records["cremad", split]} for split in ("train", "test")}
-  assert not actors["train"] & actors["test"]  # held-out speakers
+    media = {split: {r.video or r.audio for r in records[dataset, split]} for split in demo.SPLITS}
+    ids = {split: {r.id.split("#")[0] for r in records[dataset, split]} for split in demo.SPLITS}
+    content = {split: {Path(f).read_bytes() for f in media[split]} for split in demo.SPLITS}
+    assert all(media[split] and ids[split] for split in demo.SPLITS), dataset
+    for a, b in pairs:
+      assert not media[a] & media[b] and not ids[a] & ids[b] and not content[a] & content[b], (dataset, a, b)
+  actors = {split: {Path(r.audio).name.split("_")[1] for r in records["cremad", split]} for split in demo.SPLITS}
+  assert actors == {"train": {"1001"}, "dev": {"1090"}, "test": {"1091"}}  # held-out speakers, 4 + 1 + 1 per class
 
 
 def test_prepare_cli_reads_a_set(corpus, tmp_path):
@@ -129,9 +135,9 @@ def test_label_is_in_the_voice_pitch(records, dataset):
   """An FFT pitch estimate (log Hz) of each item's audio, wav or the video's track, classifies the
   held-out items by the nearest training-class mean."""
   pitch = lambda r: np.log(dominant_hz(load_audio(r.audio or r.video)))
-  train, test = (features(records[dataset, split], pitch) for split in ("train", "test"))
+  train, dev, test = (features(records[dataset, split], pitch) for split in ("train", "dev", "test"))
   assert nearest_centroid_accuracy(train, train) == 1.0
-  assert nearest_centroid_accuracy(train, test) == 1.0
+  assert nearest_centroid_accuracy(train, test) == nearest_centroid_accuracy(train, dev) == 1.0
 
 
 def mouth(frame: np.ndarray) -> tuple[float, float]:

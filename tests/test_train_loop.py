@@ -246,17 +246,3 @@ def test_two_process_run_on_loopback(assets, tmp_path):
   logged = losses(tmp_path)
   assert [s for s, _ in logged] == [1, 2, 3] and all(np.isfinite(v) for _, v in logged)
   assert adapters(tmp_path)  # the exported model is readable
-
-
-@pytest.mark.slow
-def test_demo_learns(tmp_path):
-  """The demo (`python -m nanoemox_jax.demo`, the README's main command) end to end: MIR above chance after
-  phase 2, MER (MER-Caption+ primary emotion, held out) at least 3x chance after P2E."""
-  run = subprocess.run([sys.executable, "-m", "nanoemox_jax.demo", "--workdir", str(tmp_path)], check=False, cwd=ROOT,
-                       capture_output=True, text=True, timeout=1800)  # ~11 min alone on 2 cores
-  assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-  print(run.stdout[-2500:])
-  mir = json.loads((tmp_path / "phase2" / "results.json").read_text())["held_out"]["mintrec_test"]
-  assert mir["accuracy"] > mir["chance"], mir
-  mer = json.loads((tmp_path / "phase3" / "results.json").read_text())["held_out"]["mercaptionplus_test"]
-  assert mer["accuracy"] >= 3 * mer["chance"], mer

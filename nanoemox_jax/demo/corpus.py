@@ -2,17 +2,21 @@
 
   python -m nanoemox_jax.demo.corpus --out DIR [--seed 0] [--per-class 12]
 
-Five sets, each with a train and a held-out test split, laid out as the real releases so that the
+Five sets, each with a train split, a validation split (`dev`, as MIntRec's and MELD's releases name it;
+the demo chooses its settings on it) and a held-out test split, laid out as the real releases so that the
 readers in `nanoemox_jax.data.sources` take them unchanged:
 
-  cremad/          the authors' conversation JSON (`crema_d_annotations.json`, test `..._test.json`, empty
-                   subtitles as theirs), `audio/<Emotion>_<actor>_<sentence>_<EMO>_XX.wav`; test actors held out
-  caer/            the authors' conversation JSON (`caer_ferv39k_ann.json`, test `..._test.json`), `video/*.mp4`
-  mintrec/         the official `train.tsv` / `test.tsv`, `raw_video/<season>/<episode>/<clip>.mp4`
-  mercaptionplus/  `train/` and `test/`, each a MER2025 track-2/3 folder: `track2_train_mercaptionplus.csv`,
+  cremad/          the authors' conversation JSON (`crema_d_annotations.json`, `..._dev.json`, `..._test.json`,
+                   empty subtitles as theirs), `audio/<Emotion>_<actor>_<sentence>_<EMO>_XX.wav`; dev and test
+                   actors held out from training and from each other
+  caer/            the authors' conversation JSON (`caer_ferv39k_ann.json`, `..._dev.json`, `..._test.json`),
+                   `video/*.mp4`
+  mintrec/         the official `train.tsv` / `dev.tsv` / `test.tsv`, `raw_video/<season>/<episode>/<clip>.mp4`
+  mercaptionplus/  `train/`, `dev/` and `test/`, each a MER2025 track-2/3 folder: `track2_train_mercaptionplus.csv`,
                    `track3_train_mercaptionplus.csv`, `subtitle_chieng.csv` (Chinese column left empty),
                    `video/`, `audio/`
-  avamerg/         `train.json`, `v_test_v5_0.json`; `video/`+`audio/` (train), `test_video/`+`test_audio/`
+  avamerg/         `train.json`, `dev.json` (the release has no dev file), `v_test_v5_0.json`; `video/`+`audio/`
+                   (train and dev), `test_video/`+`test_audio/`
 
 Labels (`CLASSES`): CREMA-D's 6 and CAER's 7 emotions, 8 of MIntRec's 20 intents (records keep the full
 candidate list), MER-Caption+ 6 primary emotions each joined by up to two open-vocabulary words
@@ -57,6 +61,7 @@ PITCH_DEPTH = 0.07  # octaves the pitch contour moves either side of the base
 NEUTRAL_LINE_RATE = 0.4  # share of subtitles drawn from the label-neutral lines
 SHIFT = 4  # fractional bits of cv2 drawing coordinates
 AA = cv2.LINE_AA
+SPLITS = ("train", "dev", "test")
 SplitFiles = dict[str, tuple[Path, Path]]  # split -> (annotation file, media root)
 
 
@@ -234,7 +239,7 @@ def class_styles(classes: Mapping[str, str]) -> dict[str, Style]:
 
 
 def held_out(per_class: int) -> int:
-  """Held-out items per class for `per_class` training items."""
+  """Held-out items per class, in the test split and again in the dev split, for `per_class` training items."""
   return max(1, per_class // 4)
 
 
@@ -337,12 +342,23 @@ def write_clip(style: Style, rng: np.random.Generator, video: Path | None, audio
 
 # ----------------------------------------------------------------------------- annotation files
 
-def _items(labels: Sequence[str], per_class: int) -> Iterator[tuple[str, str, int]]:
-  """(split, label, number) with numbers unique per label across splits: train first, then test."""
-  for split, first, n in (("train", 0, per_class), ("test", per_class, held_out(per_class))):
+def _items(labels: Sequence[str], per_class: int) -> Iterator[tuple[str, str, int, int]]:
+  """(split, label, number, number within the split) with numbers unique per label across splits: train
+  first, then test, then dev (so adding dev left every train and test item as it was)."""
+  n = held_out(per_class)
+  for split, first, count in (("train", 0, per_class), ("test", per_class, n), ("dev", per_class + n, n)):
     for label in labels:
-      for i in range(first, first + n):
-        yield split, label, i
+      for i in range(first, first + count):
+        yield split, label, i, i - first
+
+
+def _cremad_actor(split: str, j: int, per_class: int) -> int:
+  """CREMA-D actor (1001-1091) of an item, `j` its number within the split: training actors count up from
+  1001 (12 items each), test actors down from 1091, dev actors down from below the test ones."""
+  if split == "train":
+    return 1001 + j // 12
+  tests = -(-held_out(per_class) // 12)  # actors the test split uses
+  return 1091 - j // 12 - (tests if split == "dev" else 0)
 
 
 def _subtitle(rng: np.random.Generator, lines: Sequence[str]) -> str:
@@ -364,10 +380,10 @@ def _write_rows(path: Path, rows: Sequence[Sequence[Any]], delimiter: str = ",")
 
 def _conversation_set(root: Path, seed: int, per_class: int, dataset: str, files: Mapping[str, str]) -> SplitFiles:
   """cremad / caer: the authors' `{"messages": [user subtitle, assistant label], "audios"|"videos": [path]}`."""
-  styles, items = class_styles(CLASSES[dataset]), {"train": [], "test": []}
-  for split, label, i in _items(list(CLASSES[dataset]), per_class):
-    if dataset == "cremad":  # held-out test actors counted down from 1091
-      actor = 1001 + i // 12 if split == "train" else 1091 - (i - per_class) // 12
+  styles, items = class_styles(CLASSES[dataset]), {split: [] for split in SPLITS}
+  for split, label, i, j in _items(list(CLASSES[dataset]), per_class):
+    if dataset == "cremad":
+      actor = _cremad_actor(split, j, per_class)
       name = f"{label.capitalize()}_{actor}_{CREMA_SENTENCES[i % 12]}_{label[:3].upper()}_XX"
       key, media = "audios", Path("audio") / f"{name}.wav"
       write_clip(styles[label], item_rng(seed, f"{dataset}/{name}"), None, root / media)
@@ -384,19 +400,21 @@ def _conversation_set(root: Path, seed: int, per_class: int, dataset: str, files
 
 def _cremad(root: Path, seed: int, per_class: int) -> SplitFiles:
   return _conversation_set(root, seed, per_class, "cremad",
-                           {"train": "crema_d_annotations.json", "test": "crema_d_annotations_test.json"})
+                           {"train": "crema_d_annotations.json", "dev": "crema_d_annotations_dev.json",
+                            "test": "crema_d_annotations_test.json"})
 
 
 def _caer(root: Path, seed: int, per_class: int) -> SplitFiles:
   return _conversation_set(root, seed, per_class, "caer",
-                           {"train": "caer_ferv39k_ann.json", "test": "caer_ferv39k_ann_test.json"})
+                           {"train": "caer_ferv39k_ann.json", "dev": "caer_ferv39k_ann_dev.json",
+                            "test": "caer_ferv39k_ann_test.json"})
 
 
 def _mintrec(root: Path, seed: int, per_class: int) -> SplitFiles:
   """Official TSVs `season, episode, clip, text, label`; videos `raw_video/S05/E16/329.mp4` carry the audio."""
   styles = class_styles(CLASSES["mintrec"])
-  rows = {split: [("season", "episode", "clip", "text", "label")] for split in ("train", "test")}
-  for clip, (split, label, i) in enumerate(_items(list(CLASSES["mintrec"]), per_class), 1):
+  rows = {split: [("season", "episode", "clip", "text", "label")] for split in SPLITS}
+  for clip, (split, label, i, _) in enumerate(_items(list(CLASSES["mintrec"]), per_class), 1):
     rng = item_rng(seed, f"mintrec/{label}/{i}")
     season, episode = f"S{rng.integers(4, 7):02d}", f"E{rng.integers(1, 23):02d}"
     write_clip(styles[label], rng, root / "raw_video" / season / episode / f"{clip}.mp4", None)
@@ -413,8 +431,8 @@ def _mercaptionplus(root: Path, seed: int, per_class: int) -> SplitFiles:
   tables: dict[str, dict[str, list[tuple[str, ...]]]] = {
       split: {"track2_train_mercaptionplus.csv": [("name", "openset")],
               "track3_train_mercaptionplus.csv": [("name", "reason")],
-              "subtitle_chieng.csv": [("name", "chinese", "english")]} for split in ("train", "test")}
-  for number, (split, label, _) in enumerate(_items(list(classes), per_class), 1):
+              "subtitle_chieng.csv": [("name", "chinese", "english")]} for split in SPLITS}
+  for number, (split, label, _, _) in enumerate(_items(list(classes), per_class), 1):
     name = f"samplenew3_{number:08d}"
     rng = item_rng(seed, f"mercaptionplus/{name}")
     extra = rng.choice(OV_WORDS[label], rng.integers(0, 3), replace=False).tolist()
@@ -441,8 +459,8 @@ def _mercaptionplus(root: Path, seed: int, per_class: int) -> SplitFiles:
 
 def _avamerg(root: Path, seed: int, per_class: int) -> SplitFiles:
   """Two-turn conversations; a speaker clip per turn, `dia<id>utt<2*turn>_<speaker ID>` (.mp4 and .wav)."""
-  styles, conversations = class_styles(CLASSES["avamerg"]), {"train": [], "test": []}
-  for number, (split, label, _) in enumerate(_items(list(CLASSES["avamerg"]), per_class), 1):
+  styles, conversations = class_styles(CLASSES["avamerg"]), {split: [] for split in SPLITS}
+  for number, (split, label, _, _) in enumerate(_items(list(CLASSES["avamerg"]), per_class), 1):
     cid = f"{number:05d}"
     rng = item_rng(seed, f"avamerg/{cid}")
     story = STORIES[label][rng.integers(len(STORIES[label]))]
@@ -458,12 +476,12 @@ def _avamerg(root: Path, seed: int, per_class: int) -> SplitFiles:
       history = [{"index": j, "role": role, "utterance": text} for j, (role, text) in enumerate(lines[:2 * turn - 1])]
       turns.append({"turn_id": str(turn), "context": story.scenario, "dialogue_history": history,
                     "response": REPLIES[label][turn - 1], "chain_of_empathy": chain})
-      name, prefix = f"dia{cid}utt{2 * turn}_{speaker}", "" if split == "train" else "test_"
+      name, prefix = f"dia{cid}utt{2 * turn}_{speaker}", "test_" if split == "test" else ""
       write_clip(styles[label], item_rng(seed, f"avamerg/{name}"), root / f"{prefix}video" / f"{name}.mp4",
                  root / f"{prefix}audio" / f"{name}.wav")
     conversations[split].append({"conversation_id": cid, "speaker_profile": profiles[0],
                                  "listener_profile": profiles[1], "topic": story.topic, "turns": turns})
-  files = {"train": root / "train.json", "test": root / "v_test_v5_0.json"}
+  files = {"train": root / "train.json", "dev": root / "dev.json", "test": root / "v_test_v5_0.json"}
   for split, data in conversations.items():
     _write_json(files[split], data)
   return {split: (path, root) for split, path in files.items()}
@@ -474,10 +492,10 @@ WRITERS: dict[str, Callable[[Path, int, int], SplitFiles]] = {
 
 
 def write_corpus(out_dir: str | Path, seed: int = 0, per_class: int = DEFAULT_PER_CLASS) -> dict[str, SplitFiles]:
-  """Writes every set under `out_dir/<dataset>/`; returns dataset -> split ("train", "test") ->
-  (annotation file, media root), the `src` and `media_root` of `sources.read_source(dataset, src, split,
-  media_root)`. `per_class` training items per label (AvaMERG: conversations of two turns), and
-  `held_out(per_class)` held-out ones."""
+  """Writes every set under `out_dir/<dataset>/`; returns dataset -> split (`SPLITS`) -> (annotation file,
+  media root), the `src` and `media_root` of `sources.read_source(dataset, src, split, media_root)`.
+  `per_class` training items per label (AvaMERG: conversations of two turns), and `held_out(per_class)`
+  in each of dev and test."""
   if per_class < 1:
     raise ValueError(f"per_class must be at least 1, got {per_class}")
   out_dir = Path(out_dir)

@@ -3,6 +3,8 @@
   ensure_corpus(folder)  the synthetic corpus (`demo/corpus.py`) and its manifests, `manifests/<set>_<split>.jsonl`
   ensure_model(folder)   a model folder (`checkpoints.parts`): random frozen towers and a stand-in language model
 
+Both are written once per folder and seed: a folder finished with other settings is refused (`DONE` records them).
+
 Nano-EmoX starts from pretrained CLIP, HuBERT, FaceXFormer and Qwen2.5. Offline there are none, so the
 demo's towers are randomly initialised (their pooled features still separate the corpus's classes: the
 media carry the labels in pitch, hue and drawn expression) and its LM is a `demo`-preset Qwen2 trained for
@@ -51,11 +53,23 @@ LM_BATCH = 12
 LM_LENGTH = 384
 
 
+def finished(done: Path, settings: str) -> bool:
+  """Whether the folder of marker `done` was completed with `settings`; a folder completed with other settings
+  (another seed, an older corpus without the dev split) raises ValueError naming the marker."""
+  if not done.exists():
+    return False
+  found = done.read_text().strip()
+  if found != settings:
+    raise ValueError(f"{done}: written with {found!r}, this run needs {settings!r}; use another --workdir")
+  return True
+
+
 def ensure_corpus(folder: str | Path, seed: int = 0, per_class: int = corpus.DEFAULT_PER_CLASS) -> Path:
   """Writes the corpus and `manifests/` under `folder` unless already complete; returns the manifests folder."""
   folder = Path(folder)
   manifests = folder / "manifests"
-  if (manifests / DONE).exists():
+  settings = f"seed={seed} per_class={per_class} splits={','.join(corpus.SPLITS)}"
+  if finished(manifests / DONE, settings):
     return manifests
   manifests.mkdir(parents=True, exist_ok=True)
   for dataset, splits in corpus.write_corpus(folder, seed, per_class).items():
@@ -64,7 +78,7 @@ def ensure_corpus(folder: str | Path, seed: int = 0, per_class: int = corpus.DEF
       if missing:
         raise FileNotFoundError(f"demo corpus {dataset}/{split}: media missing after writing: {missing[:3]}")
       write_jsonl(records, manifests / f"{dataset}_{split}.jsonl")
-  (manifests / DONE).write_text(f"seed={seed} per_class={per_class}\n")
+  (manifests / DONE).write_text(settings + "\n")
   return manifests
 
 
@@ -162,7 +176,8 @@ def ensure_model(folder: str | Path, preset: str, tokenizer: Tokenizer, corpus_f
                  seed: int = 0) -> Path:
   """Writes `folder` (nanoemox.json + clip/ hubert/ face/ llm/, as the converters lay them out) unless complete."""
   folder = Path(folder)
-  if (folder / DONE).exists():
+  settings = f"preset={preset} seed={seed} lm_steps={lm_steps}"
+  if finished(folder / DONE, settings):
     return folder
   cfg = get(preset)
   model = nnx.eval_shape(lambda: NanoEmoX(cfg, rngs=nnx.Rngs(seed)))
@@ -178,5 +193,5 @@ def ensure_model(folder: str | Path, preset: str, tokenizer: Tokenizer, corpus_f
     state = nnx.state(lm, nnx.Param) if part == "llm" else nnx.state(getattr(model, part), FrozenParam)
     save_params(jax.tree.map(np.asarray, nnx.to_pure_dict(state)), folder / part / "params")
   (folder / "nanoemox.json").write_text(json.dumps({"preset": preset}))
-  (folder / DONE).write_text(f"seed={seed} lm_steps={lm_steps}\n")
+  (folder / DONE).write_text(settings + "\n")
   return folder
