@@ -82,7 +82,7 @@ def test_splits_are_disjoint(records):
     for a, b in pairs:
       assert not media[a] & media[b] and not ids[a] & ids[b] and not content[a] & content[b], (dataset, a, b)
   actors = {split: {Path(r.audio).name.split("_")[1] for r in records["cremad", split]} for split in demo.SPLITS}
-  assert actors == {"train": {"1001"}, "dev": {"1090"}, "test": {"1091"}}  # held-out speakers, 4 + 1 + 1 per class
+  assert actors == {"train": {"1001"}, "dev": {"1091"}, "test": {"1090"}}  # held-out speakers, 4 + 1 + 1 per class
 
 
 def test_prepare_cli_reads_a_set(corpus, tmp_path):

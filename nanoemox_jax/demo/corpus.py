@@ -4,7 +4,8 @@
 
 Five sets, each with a train split, a validation split (`dev`, as MIntRec's and MELD's releases name it;
 the demo chooses its settings on it) and a held-out test split, laid out as the real releases so that the
-readers in `nanoemox_jax.data.sources` take them unchanged:
+readers in `nanoemox_jax.data.sources` take them unchanged. The dev items are those the corpus held out before
+it had a dev split (the demo's schedule was tuned on them); the test items came with the dev split.
 
   cremad/          the authors' conversation JSON (`crema_d_annotations.json`, `..._dev.json`, `..._test.json`,
                    empty subtitles as theirs), `audio/<Emotion>_<actor>_<sentence>_<EMO>_XX.wav`; dev and test
@@ -344,9 +345,9 @@ def write_clip(style: Style, rng: np.random.Generator, video: Path | None, audio
 
 def _items(labels: Sequence[str], per_class: int) -> Iterator[tuple[str, str, int, int]]:
   """(split, label, number, number within the split) with numbers unique per label across splits: train
-  first, then test, then dev (so adding dev left every train and test item as it was)."""
+  first, then dev (the items that were the test split before there was a dev split), then test."""
   n = held_out(per_class)
-  for split, first, count in (("train", 0, per_class), ("test", per_class, n), ("dev", per_class + n, n)):
+  for split, first, count in (("train", 0, per_class), ("dev", per_class, n), ("test", per_class + n, n)):
     for label in labels:
       for i in range(first, first + count):
         yield split, label, i, i - first
@@ -354,11 +355,11 @@ def _items(labels: Sequence[str], per_class: int) -> Iterator[tuple[str, str, in
 
 def _cremad_actor(split: str, j: int, per_class: int) -> int:
   """CREMA-D actor (1001-1091) of an item, `j` its number within the split: training actors count up from
-  1001 (12 items each), test actors down from 1091, dev actors down from below the test ones."""
+  1001 (12 items each), dev actors down from 1091, test actors down from below the dev ones."""
   if split == "train":
     return 1001 + j // 12
-  tests = -(-held_out(per_class) // 12)  # actors the test split uses
-  return 1091 - j // 12 - (tests if split == "dev" else 0)
+  devs = -(-held_out(per_class) // 12)  # actors the dev split uses
+  return 1091 - j // 12 - (devs if split == "test" else 0)
 
 
 def _subtitle(rng: np.random.Generator, lines: Sequence[str]) -> str:
