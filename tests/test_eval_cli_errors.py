@@ -74,7 +74,7 @@ LABELS = [
     ("history turn without text", _line(_record(history=[{"role": "speaker"}])), ":1: field 'history': expected"),
     ("unknown task", _line(_record(task="poetry")), ":1: field 'task': 'poetry' is not one of"),
     ("unknown split", _line(_record(split="val")), ":1: field 'split': 'val' is not one of"),
-    ("valence a string", _line(_record(meta={"valence": "1.0"})), ":1: field 'meta': expected a number as valence"),
+    ("valence a string", _line(_record(meta={"valence": "1.0"})), ":1: field 'meta': expected a finite number as valence"),
     ("no valence, no sentiment label", _line(_record(meta={}, labels=["good"])),
      ":1: field 'meta': a sims record needs meta.valence"),
     ("MER record without a label", _line(_record(task="mer", dataset="mer2023", labels=[])),

@@ -346,7 +346,7 @@ def test_mmsa_label_csvs(tmp_path):
   (rec,), _ = read_source("simsv2", tmp_path / "simsv2")
   assert rec.id == "aqgy3_0001_00001" and rec.labels == ("negative",) and rec.dataset == "simsv2"
   write(tmp_path / "bad" / "label.csv", "video_id,clip_id,text,mode\nv,1,t,test\n")
-  with pytest.raises(SourceError, match=r"label.csv: missing column\(s\) \['label'\]"):
+  with pytest.raises(SourceError, match=r"label.csv:1: missing column\(s\) \['label'\]"):
     read_source("mosei", tmp_path / "bad")
 
 
@@ -402,5 +402,5 @@ def test_prepare_cli_bad_input(tmp_path):
   assert proc.returncode == 2 and "crema.json" in proc.stderr and "expected a JSON list" in proc.stderr
   write(tmp_path / "broken.json", "[{")
   proc = prepare("--dataset", "mintrec", "--src", tmp_path / "broken.json", "--out", out)
-  assert proc.returncode == 2 and "broken.json: not a valid UTF-8 JSON file" in proc.stderr
+  assert proc.returncode == 2 and "broken.json:1: not JSON (Expecting property name" in proc.stderr
   assert "Traceback" not in proc.stderr and not out.exists()

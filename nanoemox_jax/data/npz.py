@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import pickle
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,6 @@ def load(path: str | Path) -> dict[str, Any]:
       members = {name.removesuffix(".npy"): z.read(name) for name in z.namelist()}
   except OSError as e:
     raise NpzError(f"{path}: cannot read: {e.strerror or e}") from None
-  except zipfile.BadZipFile:
-    raise NpzError(f"{path}: not an .npz file (not a zip archive)") from None
+  except (zipfile.BadZipFile, EOFError, zlib.error) as e:
+    raise NpzError(f"{path}: not an .npz file (a broken zip archive: {e})") from None
   return {name: _read_member(data, f"{path} member {name!r}") for name, data in members.items()}

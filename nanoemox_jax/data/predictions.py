@@ -19,6 +19,7 @@ from __future__ import annotations
 import glob
 import itertools
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -46,8 +47,8 @@ def json_type(value: Any) -> str:
 
 
 def is_number(value: Any) -> bool:
-  """Whether a decoded JSON value is a number (booleans are not)."""
-  return isinstance(value, (int, float)) and not isinstance(value, bool)
+  """Whether a decoded JSON value is a finite number (booleans, NaN and Infinity are not)."""
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # Field kinds of `check_object`: name -> test.
@@ -78,11 +79,11 @@ def check_object(obj: dict[str, Any], schema: Mapping[str, tuple[str, bool]], wh
 
 
 def json_lines(path: str | Path, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
-  """(line number, object) of each non-blank line of a JSONL file. A file that cannot be read or holds no line,
-  and a line that is not UTF-8 or not one JSON object, are InputErrors naming the file (and line); `what` names
-  the file's role in them ("predictions", "labels")."""
+  """(line number, object) of each non-blank line of a JSONL file (a leading UTF-8 BOM and CRLF line ends are
+  fine). A file that cannot be read or holds no line, and a line that is not UTF-8 or not one JSON object, are
+  InputErrors naming the file (and line); `what` names the file's role in them ("predictions", "labels")."""
   try:
-    data = Path(path).read_bytes()
+    data = Path(path).read_bytes().removeprefix(b"\xef\xbb\xbf")
   except OSError as e:
     raise InputError(f"{path}: cannot read the {what} file: {e.strerror or e}") from None
   empty = True

@@ -9,9 +9,12 @@ its original id, and records are named by the pair (dataset, id), which is uniqu
 share ids), as `infer` and `evaluate` key them. A MER-UniBench dataset's MERBench label file (`label.npz`, ...)
 gives the item names AffectGPT's published outputs use (`data/sources/merbench.py`).
 
-Writes the manifest and `<out>.summary.json` (records per task, label counts, every missing media
-path) and prints the summary with the first missing paths. Missing media are not an error; bad input
-(missing file, wrong format, missing column or field) exits with code 2 and a message naming it.
+Writes the manifest and `<out>.summary.json` (records per task, label counts, every missing media path, every
+row left out) and prints the summary with the first missing paths. Missing media are not an error; a row whose
+label is not one of the dataset's candidates is left out, counted and listed (stderr warning and the summary's
+`skipped`); other bad input (a missing file, not UTF-8, not JSON/CSV, a missing column or field, a field of the
+wrong type, an empty id or label, a non-finite number, an id twice) exits with code 2 and one line naming the
+file, line or item, and field.
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ from nanoemox_jax.data.sources.common import SourceError
 SHOW_MISSING = 10
 
 
-def summarize(dataset: str, split: str, records: Sequence[Record], missing: Sequence[str]) -> dict[str, Any]:
+def summarize(dataset: str, split: str, records: Sequence[Record], missing: Sequence[str],
+              skipped: Sequence[str]) -> dict[str, Any]:
   labels = Counter(label for r in records for label in r.labels)
   return {"dataset": dataset, "split": split, "records": len(records),
           "tasks": dict(Counter(r.task for r in records)), "labels": dict(labels.most_common()),
-          "missing_media": len(missing), "missing": list(missing)}
+          "missing_media": len(missing), "missing": list(missing), "skipped_rows": len(skipped),
+          "skipped": list(skipped)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,21 +55,25 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     sources = _sources(args)
-    records, missing, summaries = [], [], []
+    records, missing, skipped, summaries = [], [], [], []
     for dataset, src in sources:
-      part, part_missing = read_source(dataset, src, args.split, args.media_root)
+      part_skipped: list[str] = []
+      part, part_missing = read_source(dataset, src, args.split, args.media_root, part_skipped)
       if not part:
-        raise SourceError(f"{src}: no {dataset} records for split {args.split or 'default'}")
+        raise SourceError(f"{src}: no {dataset} records for split {args.split or 'default'}"
+                          + (f" ({len(part_skipped)} rows left out, first: {part_skipped[0]})" if part_skipped else ""))
       records += part
       missing += part_missing
-      summaries.append(summarize(dataset, part[0].split, part, part_missing))
+      skipped += part_skipped
+      summaries.append(summarize(dataset, part[0].split, part, part_missing, part_skipped))
     _check_unique(records, sources)
   except SourceError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   summary = summaries[0] if len(summaries) == 1 else {
-      **summarize(",".join(d for d, _ in sources), ",".join(sorted({r.split for r in records})), records, missing),
-      "datasets": {s["dataset"]: {k: v for k, v in s.items() if k != "missing"} for s in summaries}}
+      **summarize(",".join(d for d, _ in sources), ",".join(sorted({r.split for r in records})), records, missing,
+                  skipped),
+      "datasets": {s["dataset"]: {k: v for k, v in s.items() if k not in ("missing", "skipped")} for s in summaries}}
   summary_path = args.out.with_suffix(".summary.json")
   try:
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -81,6 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   print(f"missing media: {len(missing)}" + (f" (all listed in {summary_path})" if missing else ""))
   for path in missing[:SHOW_MISSING]:
     print(f"  {path}")
+  if skipped:
+    print(f"warning: left out {len(skipped)} rows whose label is not one of the dataset's (all listed in "
+          f"{summary_path})", file=sys.stderr)
+    for line in skipped[:SHOW_MISSING]:
+      print(f"  {line}", file=sys.stderr)
   return 0
 
 

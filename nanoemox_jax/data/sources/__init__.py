@@ -43,11 +43,12 @@ SOURCES = {
 }
 
 
-def read_source(dataset: str, src: str | Path, split: str | None = None,
-                media_root: str | Path | None = None) -> tuple[list[Record], list[str]]:
+def read_source(dataset: str, src: str | Path, split: str | None = None, media_root: str | Path | None = None,
+                skipped: list[str] | None = None) -> tuple[list[Record], list[str]]:
   """(records, missing media paths). `src` is an annotation file or the dataset folder; media are
   looked up under `media_root` (default: that folder, or the file's folder). A MER-UniBench dataset's MERBench
-  label file (`.npz`, or a folder holding it) goes to `merbench.read`, its release files to the reader above."""
+  label file (`.npz`, or a folder holding it) goes to `merbench.read`, its release files to the reader above.
+  Rows left out (a label outside the dataset's candidates) are appended to `skipped` as "file:line: reason"."""
   if dataset not in SOURCES:
     raise SourceError(f"unknown dataset {dataset!r}; known: {sorted(SOURCES)}")
   source, src = SOURCES[dataset], Path(src)
@@ -56,4 +57,7 @@ def read_source(dataset: str, src: str | Path, split: str | None = None,
     raise SourceError(f"split {split!r} is not one of {SPLITS}")
   media = Media(Path(media_root) if media_root else (src if src.is_dir() else src.parent))
   read = merbench.read if merbench.is_label_file(dataset, src) else source.read
-  return read(dataset, src, split, media), media.missing
+  records = read(dataset, src, split, media)
+  if skipped is not None:
+    skipped += media.skipped
+  return records, media.missing

@@ -7,6 +7,10 @@ machine's, so media are looked up by file name under the media root (`audio/`, `
 
 `caer` and `ferv39k` share the authors' combined `caer_ferv39k_ann.json` (their one `caer_ferv39k`
 dataset); each keeps only its own items (`combined_member`), so preparing both gives every item once.
+
+Each item needs its messages, a non-empty label string and a string subtitle (may be empty, as CREMA-D's are) and
+a media path with a file name; a label outside the dataset's candidates (case-insensitive) leaves its item out,
+counted by prepare; a media name seen before is kept as `name#2` (`unique_ids`).
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from pathlib import Path, PurePosixPath
 
 from nanoemox_jax.data import templates
 from nanoemox_jax.data.manifest import Record
-from nanoemox_jax.data.sources.common import (VIDEO_EXTS, Media, SourceError, as_list, load_json, media_candidates,
-                                              need, pick_file, unique_ids)
+from nanoemox_jax.data.sources.common import (VIDEO_EXTS, Media, SourceError, as_list, known_label, load_json,
+                                              media_candidates, need, pick_file, text, unique_ids)
 
 
 @dataclass(frozen=True)
@@ -78,12 +82,15 @@ def read(dataset: str, src: Path, split: str, media: Media) -> list[Record]:
     files = need(item, s.media_key, where)
     if not isinstance(files, list) or not files or not isinstance(files[0], str):
       raise SourceError(f"{where}: field {s.media_key!r} must be a non-empty list of paths")
-    subtitle = need(messages[0], "content", f"{where} messages[0]")
-    label = need(messages[1], "content", f"{where} messages[1]")
     file = PurePosixPath(files[0].replace("\\", "/"))
-    if not s.member or combined_member(file) == s.member:
+    if not file.stem.strip():
+      raise SourceError(f"{where}: field {s.media_key!r}: path {files[0]!r} has no file name")
+    subtitle = text(messages[0], "content", f"{where} messages[0]", empty=True)
+    label = text(messages[1], "content", f"{where} messages[1]")
+    if (not s.member or combined_member(file) == s.member) and known_label(label, s.candidates, where,
+                                                                           media.skipped):
       items.append((file, subtitle, label))
-  if data and not items:
+  if data and not items and not media.skipped:
     raise SourceError(f"{path}: none of its {len(data)} items is {dataset}'s (a folder naming CAER or FERV39k "
                       "decides, else .avi is CAER's)")
   records = []

@@ -7,6 +7,9 @@ text: `dialog/transcriptions/*.txt`, lines `name [start-end]: text` (format as p
 `datasets/datasets/iemocap.py`: Sessions 1-4 train, Session 5 test (1,241 turns). MER-UniBench's own
 labels are a pickle and are not read. Media: MER-UniBench's `subvideo-tgt/<name>.avi` (the
 speaker's half of the frame), audio from the release's `Session<n>/sentences/wav/<dialog>/<name>.wav`.
+Label files must be UTF-8; of their lines only those starting with `[` are turns, and one that does not parse, or
+a turn named twice, is an error naming file and line (the evaluators' lines are skipped). Transcription lines that
+do not parse, and bytes that are not UTF-8 there, are skipped and replaced.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from pathlib import Path
 
 from nanoemox_jax.data import templates
 from nanoemox_jax.data.manifest import Record
-from nanoemox_jax.data.sources.common import Media, SourceError
+from nanoemox_jax.data.sources.common import Ids, Media, SourceError, read_text
 
 FOUR_CLASS = {"ang": "anger", "hap": "happy", "exc": "happy", "neu": "neutral", "sad": "sad"}
-_TURN = re.compile(r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\t(\S+)\t(\S+)\t\[([^\]]*)\]")
+_TURN = re.compile(r"^\[\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*\]\t(\S+)\t(\S+)\t\[([^\]]*)\]")
 _TEXT = re.compile(r"^(\S+) \[[^\]]*\]:\s?(.*)$")
 
 
@@ -34,15 +37,20 @@ def read(dataset: str, src: Path, split: str, media: Media) -> list[Record]:
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
       if m := _TEXT.match(line.strip()):
         texts[m.group(1)] = m.group(2).strip()
-  records = []
+  records, ids = [], Ids()
   for path in label_files:
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for lineno, line in enumerate(read_text(path).splitlines(), 1):
       m = _TURN.match(line)
-      if not m or m.group(4) not in FOUR_CLASS:
+      if not m:
+        if line.startswith("["):
+          raise SourceError(f"{path}:{lineno}: not a turn line '[start - end]<TAB>name<TAB>code<TAB>[V, A, D]'")
+        continue
+      if m.group(4) not in FOUR_CLASS:
         continue
       name, session = m.group(3), m.group(3)[3:5]
-      if not session.isdigit():
-        raise SourceError(f"{path}: turn name {name!r} does not start with SesNN")
+      if not (name.startswith("Ses") and session.isdigit()):
+        raise SourceError(f"{path}:{lineno}: turn name {name!r} does not start with SesNN")
+      ids.add(name, f"{path}:{lineno}", "name")
       if (split == "test") != (session == "05"):
         continue
       label = FOUR_CLASS[m.group(4)]

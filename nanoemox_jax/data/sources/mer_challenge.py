@@ -6,7 +6,8 @@ MER2023 on test1 and MER2024 on its test1; Nano-EmoX's readers load the same lab
 `label-6way.npz`, which is never read here: pass the CSV (or a folder holding the default file).
 Subtitles come from MER-UniBench's transcription CSV when present (English for MER2023, Chinese
 `transcription_merge.csv` for MER2024, as the authors' readers do). Media: `video/<name>.mp4|.avi`
-(or the release's split folder), `audio/<name>.wav`.
+(or the release's split folder), `audio/<name>.wav`. A row needs a name (once per file) and a label; a label outside the six classes leaves the row out
+(prepare counts it); a valence must be a finite number.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from pathlib import Path
 
 from nanoemox_jax.data import templates
 from nanoemox_jax.data.manifest import Record
-from nanoemox_jax.data.sources.common import (VIDEO_EXTS, Media, media_candidates, pick_file, read_rows,
-                                              subtitles_from, to_float)
+from nanoemox_jax.data.sources.common import (VIDEO_EXTS, Ids, Media, csv_rows, known_label, media_candidates,
+                                              pick_file, subtitles_from, to_float)
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,14 @@ def read(dataset: str, src: Path, split: str, media: Media) -> list[Record]:
   subtitle_path = path.parent / s.subtitles[0]
   subtitles = subtitles_from(subtitle_path, s.subtitles[1]) if subtitle_path.is_file() else {}
   folders = ("video", RELEASE_FOLDERS.get(split, split), "")
-  records = []
-  for row in read_rows(path, ("name", "discrete")):
-    name, label = row["name"], row["discrete"]
+  records, ids = [], Ids()
+  for where, row in csv_rows(path, ("name", "discrete"), nonempty=("name", "discrete")):
+    name, label = ids.add(row["name"], where, "name"), row["discrete"]
     meta = {}
     if row.get("valence"):
-      meta["valence"] = to_float(row["valence"], f"{path} row {name!r} field 'valence'")
+      meta["valence"] = to_float(row["valence"], f"{where}: field 'valence'")
+    if not known_label(label, templates.CANDIDATES["mer"], where, media.skipped):
+      continue
     records.append(Record(id=name, task="mer", dataset=dataset, split=split,
                           target=templates.mer_answer(label, split == "train"), labels=(label,),
                           candidates=templates.CANDIDATES["mer"], subtitle=subtitles.get(name, ""),

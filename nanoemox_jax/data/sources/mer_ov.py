@@ -8,7 +8,7 @@ is used). Media: `video/<name>.mp4` (or `video/video/`), `audio/<name>.wav`.
 
 MER-Caption+ gives an OV-MER record per item and an ERI record (`<name>#eri`) where a reason exists
 (the authors' `hybird` label type draws between the two). OV-MERD, a benchmark, gives OV-MER records
-and keeps the reason in `meta`.
+and keeps the reason in `meta`. A row needs a name, named once per file; any label list is taken (empty: neutral).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from nanoemox_jax.data import templates
 from nanoemox_jax.data.manifest import Record
-from nanoemox_jax.data.sources.common import Media, SourceError, read_rows, subtitles_from
+from nanoemox_jax.data.sources.common import Ids, Media, SourceError, csv_rows, subtitles_from
 
 _LIST_SPLIT = re.compile("[,'\"]")
 
@@ -54,11 +54,13 @@ def read(dataset: str, src: Path, split: str, media: Media) -> list[Record]:
   subtitle_path = folder / "subtitle_chieng.csv"
   reasons = {}
   if reason_path.is_file():
-    reasons = {r["name"]: r["reason"] for r in read_rows(reason_path, ("name", "reason"))}
+    ids = Ids()
+    reasons = {ids.add(r["name"], where, "name"): r["reason"]
+               for where, r in csv_rows(reason_path, ("name", "reason"), nonempty=("name",))}
   subtitles = subtitles_from(subtitle_path, "english") if subtitle_path.is_file() else {}
-  records = []
-  for row in read_rows(ov_path, ("name", "openset")):
-    name = row["name"]
+  records, ids = [], Ids()
+  for where, row in csv_rows(ov_path, ("name", "openset"), nonempty=("name",)):
+    name = ids.add(row["name"], where, "name")
     labels = parse_openset(row["openset"])
     common = dict(dataset=dataset, split=split, subtitle=subtitles.get(name, ""),
                   video=media.find([f"video/{name}.mp4", f"video/video/{name}.mp4", f"{name}.mp4"]),

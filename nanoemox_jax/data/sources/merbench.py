@@ -13,7 +13,8 @@ what AffectGPT's published outputs are keyed by.
 - MOSI / MOSEI / SIMS / SIMSv2 (`label.npz`): `val` the valence, sentiment by its sign.
 dev is `val_corpus`. Subtitles come from the folder's `transcription-engchi-polish.csv` (`name, chinese, english`;
 the English column, MER2024 the Chinese one of `transcription_merge.csv`, as AffectGPT's readers) when present;
-media from the folders of AffectGPT's `config.py` (`PATH_TO_RAW_VIDEO`, `PATH_TO_RAW_AUDIO`).
+media from the folders of AffectGPT's `config.py` (`PATH_TO_RAW_VIDEO`, `PATH_TO_RAW_AUDIO`). A valence must be
+a finite number, an index in range; a MER label outside the six classes leaves its item out (prepare counts it).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from typing import Any
 
 from nanoemox_jax.data import npz, templates
 from nanoemox_jax.data.manifest import Record
-from nanoemox_jax.data.sources.common import (VIDEO_EXTS, Media, SourceError, media_candidates, pick_file,
-                                              subtitles_from, valence_sentiment)
+from nanoemox_jax.data.sources.common import (VIDEO_EXTS, Media, SourceError, known_label, media_candidates,
+                                              pick_file, subtitles_from, to_float, valence_sentiment)
 
 MELD_EMOTIONS = ("anger", "joy", "sadness", "neutral", "disgust", "fear", "surprise")
 IEMOCAP_EMOTIONS = ("happy", "sad", "neutral", "anger")
@@ -82,17 +83,21 @@ def read(dataset: str, src: Path, split: str, media: Media) -> list[Record]:
     if s.corpora[split] == "whole_corpus" and (split == "test") != (str(name)[4:5] == "5"):
       continue
     where = f"{path} {s.corpora[split]} item {name!r}"
+    if not str(name).strip():
+      raise SourceError(f"{where}: an empty item name")
     common: dict[str, Any] = dict(
         id=str(name), dataset=dataset, split=split, subtitle=subtitles.get(name, ""),
         video=media.find(media_candidates(str(name), (s.video, ""), VIDEO_EXTS)),
         audio=media.find([f"{s.audio}/{name}.wav"], required=False))
     if dataset in SENTIMENT:
-      valence = _field(item, "val", (int, float), where)
+      valence = to_float(_field(item, "val", (int, float), where), f"{where}: field 'val'")
       sentiment = valence_sentiment(valence)
       records.append(Record(task="msa", target=templates.sentiment_answer(sentiment), labels=(sentiment,),
                             meta={"valence": float(valence)}, **common))
       continue
     label = _label(_field(item, "emo", (int, str), where), s.emotions, where)
+    if not known_label(label, s.emotions or templates.CANDIDATES["mer"], where, media.skipped):
+      continue
     records.append(Record(task="mer", target=templates.mer_answer(label, split == "train"), labels=(label,),
                           candidates=s.emotions or templates.CANDIDATES["mer"], **common))
   return records
@@ -109,7 +114,7 @@ def _field(item: Any, key: str, kinds: tuple[type, ...], where: str) -> Any:
 
 def _label(emo: int | str, emotions: tuple[str, ...] | None, where: str) -> str:
   if emotions is None:
-    if not isinstance(emo, str):
+    if not isinstance(emo, str) or not emo.strip():
       raise SourceError(f"{where}: field 'emo': expected a label, got {emo!r}")
     return emo
   if not isinstance(emo, int) or not 0 <= emo < len(emotions):

@@ -7,7 +7,7 @@ SIMS v2: the release's `meta.csv` (`video_id, clip_id, text, label, mode`; MERTo
 labels from pickles (`CMUMOSI_features_raw_2way.pkl` -> `label.npz`); those are never loaded, the
 MMSA CSV gives the same per-clip valence. Item names follow MER-UniBench: `<video_id>_<clip_id>`
 (SIMS pads the clip to 4 digits). Valence maps to sentiment by sign; `mode` train/valid/test is the
-split (dev = valid).
+split (dev = valid). Every row is checked, whatever its mode: a finite valence, a known mode, an item named once.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from nanoemox_jax.data import templates
 from nanoemox_jax.data.manifest import Record
-from nanoemox_jax.data.sources.common import Media, pick_file, read_rows, to_float, valence_sentiment
+from nanoemox_jax.data.sources.common import (Ids, Media, SourceError, csv_rows, pick_file, to_float,
+                                              valence_sentiment)
 
 
 @dataclass(frozen=True)
@@ -39,13 +40,16 @@ MODES = {"train": "train", "dev": "valid", "test": "test"}
 def read(dataset: str, src: Path, split: str, media: Media) -> list[Record]:
   s = SETTINGS[dataset]
   path = pick_file(src, split, {k: s.file for k in MODES})
-  records = []
-  for row in read_rows(path, ("video_id", "clip_id", "text", "label", "mode")):
+  records, ids = [], Ids()
+  for where, row in csv_rows(path, ("video_id", "clip_id", "text", "label", "mode"),
+                             nonempty=("video_id", "clip_id", "label")):
+    if row["mode"] not in MODES.values():
+      raise SourceError(f"{where}: field 'mode': {row['mode']!r} is not one of {', '.join(MODES.values())}")
+    video_id, clip_id = row["video_id"], row["clip_id"]
+    name = ids.add(f"{video_id}_{clip_id.zfill(s.clip_digits)}", where, "clip_id")
+    valence = to_float(row["label"], f"{where}: field 'label'")
     if row["mode"] != MODES[split]:
       continue
-    video_id, clip_id = row["video_id"], row["clip_id"]
-    name = f"{video_id}_{clip_id.zfill(s.clip_digits)}"
-    valence = to_float(row["label"], f"{path} row {name!r} field 'label'")
     sentiment = valence_sentiment(valence)
     records.append(Record(
         id=name, task="msa", dataset=dataset, split=split, target=templates.sentiment_answer(sentiment),
