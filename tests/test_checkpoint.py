@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 from flax import nnx
 
 from nanoemox_jax.model.frozen import FrozenParam
@@ -27,6 +28,8 @@ def trainable(model) -> dict[str, np.ndarray]:
       nnx.state(model, nnx.All(nnx.Param, nnx.Not(FrozenParam))))}
 
 
+# slow (61 s on 2 cores): test_train_loop.test_killed_run_resumes_exactly checks the same through the CLI
+@pytest.mark.slow
 def test_restored_run_continues_identically(tmp_path):
   batches = [stack(make_batch(20 + i, b=4), 2) for i in range(2)]
   step = make_train_step("2")

@@ -238,6 +238,7 @@ def test_sampled_answers_do_not_depend_on_batch_size_or_resume(sampled, tmp_path
   assert "5 new predictions" in capsys.readouterr().out and _answers(tmp_path / "resumed.jsonl") == one
 
 
+@pytest.mark.slow  # 42 s; the mesh it uses (model.mesh) is checked on 4 devices by test_sharding's training step
 def test_sampled_answers_on_4_devices_equal_one_device(sampled, cli, tmp_path):
   # Batch 8 split over 4 simulated devices in a subprocess (60 s at load 6 on 2 cores, compilation cached).
   args, _, one = sampled

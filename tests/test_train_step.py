@@ -51,7 +51,9 @@ def test_four_micro_batches_of_three_equal_one_batch_of_twelve(big_batch):
     np.testing.assert_allclose(p4[key], p1[key], atol=1e-5, rtol=0, err_msg=key)
 
 
-@pytest.mark.parametrize("phase", phases.PHASES)
+# 25-30 s each: phase 3 (every trainable group) in the default suite, the others slow; the gradient-level
+# test_nanoemox.test_gradients_reach_exactly_the_phase_parameters covers every phase by default.
+@pytest.mark.parametrize("phase", [pytest.param(p, marks=() if p == "3" else pytest.mark.slow) for p in phases.PHASES])
 def test_a_phase_changes_exactly_its_parameters(big_batch, phase):
   model = fresh_model()
   before = {".".join(map(str, p)): np.array(v) for p, v in nnx.to_flat_state(nnx.state(model))
@@ -127,6 +129,7 @@ def test_clipping_is_off_unless_configured():
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.slow  # 47 s: two phase-3 compilations
 def test_remat_gives_the_same_update(big_batch):
   results = []
   for remat in (False, True):
