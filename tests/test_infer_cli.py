@@ -133,10 +133,11 @@ def test_bad_input_in_process(setup, tmp_path, capsys):
   assert main(["--checkpoint", str(model), "--manifest", str(bad_task), "--out", str(tmp_path / "o.jsonl")]) == 2
   assert f"{bad_task}:1: field 'task': 'poetry' is not one of" in capsys.readouterr().err
   other = tmp_path / "other.jsonl"
-  other.write_text(json.dumps({"id": "x", "dataset": "mintrec", "checkpoint": "/elsewhere"}) + "\n")
+  other.write_text(json.dumps({"id": "x", "task": "mir", "dataset": "mintrec", "text": "Joke",
+                               "checkpoint": "/elsewhere"}) + "\n")
   write_jsonl(records, tmp_path / "ok.jsonl")
   assert main(["--checkpoint", str(model), "--manifest", str(tmp_path / "ok.jsonl"), "--out", str(other)]) == 2
-  assert "checkpoint '/elsewhere'" in capsys.readouterr().err
+  assert f"{other}:1: field 'checkpoint': predictions of '/elsewhere'" in capsys.readouterr().err
   with pytest.raises(SystemExit) as e:
     main(["--checkpoint", str(model), "--task", "poetry", "--video", video])
   assert e.value.code == 2 and "invalid choice: 'poetry'" in capsys.readouterr().err

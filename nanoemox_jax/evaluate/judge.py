@@ -8,7 +8,9 @@ reference's instructions, few-shot examples and output formats (theirs for EMER 
 
 Requests go out concurrently (`concurrency` threads), are retried on HTTP 429 / 5xx and connection errors
 with exponential backoff, and every reply is cached on disk under a hash of (prompt, model, sampling
-settings): a rerun with the same settings sends no request. Only the standard library is used.
+settings): a rerun with the same settings sends no request. An entry is written atomically (temporary sibling,
+fsync, rename: `checkpoints.params_io.atomic_write`) and checked on read; a damaged one is named on stderr and
+asked again. Only the standard library is used.
 
 Settings come from a JSON file (`--judge FILE`) over environment variables NANOEMOX_JUDGE_<FIELD>
 (BASE_URL, MODEL, TEMPERATURE, TOP_P, MAX_TOKENS, SEED, CACHE_DIR, ...); the API key is read from the
@@ -24,6 +26,7 @@ import http.client
 import json
 import os
 import re
+import sys
 import threading
 import time
 import urllib.error
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nanoemox_jax.checkpoints.params_io import atomic_write
 from nanoemox_jax.data.predictions import InputError, json_type
 
 ENV_PREFIX = "NANOEMOX_JUDGE_"
@@ -143,19 +147,28 @@ class Judge:
     return self.cache_dir / digest[:2] / f"{digest}.json"
 
   def _cached(self, prompt: str, sampling: Mapping[str, Any]) -> str | None:
+    """The cached reply, or None. An entry that is not the JSON this judge wrote for this prompt, model and
+    settings (torn, edited, another key's) is reported on stderr, naming the file, and asked again."""
     path = self._key(prompt, sampling)
     if not path.is_file():
       return None
-    return json.loads(path.read_text(encoding="utf-8"))["reply"]
+    try:
+      entry = json.loads(path.read_bytes().decode("utf-8"))
+      ok = (isinstance(entry, dict) and isinstance(entry.get("reply"), str) and entry.get("prompt") == prompt
+            and entry.get("model") == self.config.model and entry.get("settings") == dict(sampling))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+      ok = False
+    if not ok:
+      print(f"warning: {path}: a damaged judge cache entry; asking again", file=sys.stderr)
+      return None
+    return entry["reply"]
 
   def _ask(self, prompt: str, sampling: Mapping[str, Any]) -> str:
     reply = self._post({"model": self.config.model, "messages": [{"role": "user", "content": prompt}], **sampling})
     path = self._key(prompt, sampling)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps({"prompt": prompt, "model": self.config.model, "settings": dict(sampling),
-                               "reply": reply}, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps({"prompt": prompt, "model": self.config.model, "settings": dict(sampling),
+                                   "reply": reply}, ensure_ascii=False).encode("utf-8"))
     return reply
 
   def _post(self, body: Mapping[str, Any]) -> str:

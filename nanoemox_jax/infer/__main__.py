@@ -17,11 +17,12 @@ user input (default: the history's last turn). The answer is printed (ERG: the <
 
 Manifest (`nanoemox_jax.data.prepare`'s JSONL, read strictly: a bad line is one error naming file, line and field):
 one prediction line per record, `{"id", "task", "dataset", "text", "answer", "think", "gates", "checkpoint"}` (see
-`nanoemox_jax.data.predictions`), written and synced per batch; a rerun skips the records already in --out (a line
-cut by a kill is dropped). Records are named by (dataset, id), unique in the manifest. The batch is split over all
-local devices (model replicated); records are batched by prompt length, their media decoded ahead by --threads
-(or --workers processes); --sample draws each record from its own key (--seed and its dataset and id), so answers
-do not depend on --batch-size, the devices or a resume. A record whose media fail is answered with that modality
+`nanoemox_jax.data.predictions`), written and synced per batch; a rerun skips the records already in --out (a last
+line cut by a kill is dropped with a warning naming it; any other bad line is an error naming file, line, field).
+Records are named by (dataset, id), unique in the manifest. The batch is split over all local devices (model
+replicated); records are batched by prompt length, their media decoded ahead by --threads (or --workers processes);
+--sample draws each record from its own key (--seed and its dataset and id), so answers do not depend on
+--batch-size, the devices or a resume. A record whose media fail is answered with that modality
 masked (logged). Exit codes: 0 done, 2 bad input (the message names the file, record or field), 130 interrupted.
 """
 
@@ -44,7 +45,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from nanoemox_jax.checkpoints import parts
 from nanoemox_jax.data import media, templates
 from nanoemox_jax.data.manifest import Record, Turn
-from nanoemox_jax.data.predictions import InputError, append_jsonl, read_records
+from nanoemox_jax.data.predictions import InputError, Prediction, append_jsonl, json_lines, read_records
 from nanoemox_jax.data.tokenizer import BUNDLED, Tokenizer
 from nanoemox_jax.infer import predict as pred
 from nanoemox_jax.model import nanoemox
@@ -184,26 +185,30 @@ def single_record(args: argparse.Namespace) -> Record:
 
 
 def finished(out: Path, checkpoint: str) -> set[tuple[str, str]]:
-  """The (dataset, id) of the predictions already in `out`; a last line without its newline (a killed write) is
-  cut off the file."""
+  """The (dataset, id) of the predictions already in `out`. A last line without its newline (a write cut by a
+  kill) is cut off the file (synced) with a warning naming the file and line, and its record is redone; any other
+  line that is not a prediction of `checkpoint` is an InputError naming the file, line and field."""
   if not out.exists():
     return set()
   data = out.read_bytes()
   if data and not data.endswith(b"\n"):
+    keep, lineno = data.rfind(b"\n") + 1, data.count(b"\n") + 1
     with open(out, "r+b") as f:
-      f.truncate(data.rfind(b"\n") + 1)
-    data = data[:data.rfind(b"\n") + 1]
-    print(f"warning: {out}: dropped an incomplete last line (a killed run); its record is redone", file=sys.stderr)
+      f.truncate(keep)
+      f.flush()
+      os.fsync(f.fileno())
+    print(f"warning: {out}:{lineno}: dropped an incomplete last line (a killed write); its record is redone",
+          file=sys.stderr)
+    if not data[:keep].strip():
+      return set()
   done = set()
-  for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
-    try:
-      obj = json.loads(line)
-      done.add((obj["dataset"], obj["id"]))
-    except (ValueError, KeyError, TypeError):
-      raise InputError(f"{out}:{lineno}: not a prediction line; choose another --out") from None
-    if obj.get("checkpoint") != checkpoint:
-      raise InputError(f"{out}:{lineno}: predictions of checkpoint {obj.get('checkpoint')!r}, not {checkpoint!r}; "
-                       "choose another --out")
+  for lineno, obj in json_lines(out, "predictions"):
+    where = f"{out}:{lineno}"
+    p = Prediction.from_json(obj, where=where)
+    if p.checkpoint != checkpoint:
+      raise InputError(f"{where}: field 'checkpoint': predictions of {p.checkpoint!r}, not {checkpoint!r}; choose "
+                       "another --out")
+    done.add((p.dataset, p.id))
   return done
 
 
