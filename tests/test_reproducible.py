@@ -36,12 +36,12 @@ def _together(cmds: list[list[str]]) -> None:
   assert [p.returncode for p in procs] == [0] * len(procs), "\n".join(o[-3000:] for o in outputs)
 
 
-@pytest.mark.slow  # 280 s (train) under a load of 8 on 2 cores: two processes, each compiling the step and generation
-@pytest.mark.parametrize("infer", [False, True], ids=["train", "train+infer"])
+# `train`: 76 s on 2 idle cores (280 s under a load of 8): two processes, each compiling the step and generation
+@pytest.mark.parametrize("infer", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["train", "train+infer"])
 def test_same_config_and_seed_give_identical_runs_in_two_processes(assets, tmp_path, infer):
-  """`train`: losses and every logged metric, the exported trainable parameters and the held-out scores and
-  answer of the phase's own scoring. `train+infer` (slow) adds `nanoemox_jax.infer`'s answers to every held-out
-  record, decoded by 4 threads, from each run's model."""
+  """`train` (default suite): losses and every logged metric, the exported trainable parameters and the held-out
+  scores and answer of the phase's own scoring. `train+infer` (slow) adds `nanoemox_jax.infer`'s answers to every
+  held-out record, decoded by 4 threads, from each run's model."""
   began = time.monotonic()
   p = f"--config.phases.{PHASE}."
   args = flags(assets, f"configs/{PHASE}.py:tiny", (PHASE,)) + [

@@ -24,7 +24,6 @@ from nanoemox_jax.checkpoints import parts
 from nanoemox_jax.data.manifest import read_jsonl, write_jsonl
 from nanoemox_jax.data.tokenizer import BUNDLED, Tokenizer
 from nanoemox_jax.demo import config as demo_config
-from nanoemox_jax.demo import parts as demo
 from nanoemox_jax.train.telemetry import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,12 +32,9 @@ STEPS = 6
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory) -> dict[str, Path]:
-  """A small demo corpus and tiny-preset parts, shared by every run below."""
-  root = tmp_path_factory.mktemp("assets")
-  manifests = demo.ensure_corpus(root / "corpus", seed=0, per_class=2)
-  model = demo.ensure_model(root / "model", "tiny", Tokenizer(TOKENIZER), root / "corpus", lm_steps=2)
-  return {"corpus": root / "corpus", "manifests": manifests, "model": model}
+def assets(demo_assets) -> dict[str, Path]:
+  """A small demo corpus and tiny-preset parts (conftest's, made once per session), shared by every run below."""
+  return demo_assets
 
 
 def flags(assets: dict[str, Path], config: str = "configs/phase1a.py:tiny", phases: tuple[str, ...] = ("phase1a",)
