@@ -23,7 +23,12 @@ Records are named by (dataset, id), unique in the manifest. The batch is split o
 replicated); records are batched by prompt length, their media decoded ahead by --threads (or --workers processes);
 --sample draws each record from its own key (--seed and its dataset and id), so answers do not depend on
 --batch-size, the devices or a resume. A record whose media fail is answered with that modality
-masked (logged). Exit codes: 0 done, 2 bad input (the message names the file, record or field), 130 interrupted.
+masked (logged). --features STORE (either mode): tower outputs are read from a feature store (`nanoemox_jax.data.
+features`, training's `paths.features`) where it holds the media's entry for this model's towers and settings (key:
+the media files' sha256, the towers' weight digest, the tower dtype and this command's compute dtype float32, the
+decoder's settings; `features build --compute-dtype float32 --tower-dtype T` makes entries for it); the other
+records' media are decoded and run through the towers first, once, and written to the store. Exit codes: 0 done,
+2 bad input (the message names the file, record or field), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -83,6 +88,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   gen.add_argument("--cut-left", action="store_true",
                    help="cut a longer prompt's first text tokens (never its placeholders), as the authors cut theirs "
                         "to max_length 2000 - max_new_tokens (with --sample: --max-prompt-tokens 800)")
+  gen.add_argument("--features", metavar="STORE",
+                   help="feature store folder: stored tower outputs are read, missing ones computed and written")
   gen.add_argument("--tower-dtype", choices=("auto", *DTYPES), default="auto",
                    help="frozen towers and LM base (auto: bfloat16 on an accelerator, float32 on CPU)")
   args = p.parse_args(argv)
@@ -96,6 +103,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.error("--video needs --task")
   elif args.history and args.task != "erg":
     p.error("--history applies to --task erg")
+  if args.features and Path(args.features).exists() and not Path(args.features).is_dir():
+    p.error(f"--features {args.features}: not a folder (a feature store, nanoemox_jax.data.features)")
   if args.batch_size < 1 or args.max_prompt_tokens < 2 or args.threads < 0 or args.workers < 0:
     p.error("--batch-size and --max-prompt-tokens must be positive, --threads and --workers not negative")
   return args
@@ -109,7 +118,8 @@ def options(args: argparse.Namespace) -> dict:
   while buckets[0] // 2 >= 256:
     buckets.insert(0, buckets[0] // 2)
   return chosen | {"batch_size": args.batch_size, "seed": args.seed, "workers": args.workers,
-                   "threads": args.threads, "buckets": tuple(buckets), "cut_left": args.cut_left}
+                   "threads": args.threads, "buckets": tuple(buckets), "cut_left": args.cut_left,
+                   "features": args.features}
 
 
 def load(args: argparse.Namespace) -> tuple[nanoemox.NanoEmoX, Tokenizer]:
@@ -235,7 +245,8 @@ def run_manifest(args: argparse.Namespace, checkpoint: str) -> None:
     print(f"{out}: all {len(records)} predictions already there")
     return
   model, tokenizer = load(args)
-  logging.getLogger("nanoemox_jax.data.pipeline").setLevel(logging.INFO)  # one line per masked modality
+  for name in ("pipeline", "features"):  # one line per masked modality; the store's entries read / computed
+    logging.getLogger(f"nanoemox_jax.data.{name}").setLevel(logging.INFO)
   out.parent.mkdir(parents=True, exist_ok=True)
   with logging_redirect_tqdm(), tqdm(total=len(records), initial=len(records) - len(todo), unit="sample",
                                      desc=Path(args.manifest).name) as bar:

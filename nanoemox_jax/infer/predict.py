@@ -10,7 +10,10 @@ batch is completed to `batch_size` rounded up to a multiple of the device count 
 (their outputs are dropped) and split over the ('data', 'fsdp') mesh of `model.mesh` (the training mesh) with
 the model replicated, so one compiled program serves each bucket. Each record samples with its own key
 (`record_keys`: the seed folded with a hash of its dataset and id), so its answer does not depend on the batch
-it falls in, the batch size, the device count or a resumed run.
+it falls in, the batch size, the device count or a resumed run. With `features` (a `data.features` store folder)
+the records' tower outputs come from the store, as in training: entries missing or failing their crc32 (or of
+other towers / settings: another space) are decoded and run through the towers first and written to it, then
+every batch carries `Batch.features` and no batch decodes media or runs a tower.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import grain
@@ -29,6 +33,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from nanoemox_jax.data import templates
+from nanoemox_jax.data.features import build_cache
 from nanoemox_jax.data.manifest import Record
 from nanoemox_jax.data.pipeline import MixSource, Pipeline, PipelineConfig, template_counts
 from nanoemox_jax.data.predictions import Prediction
@@ -115,22 +120,24 @@ def _host(x: jax.Array) -> np.ndarray:
 def generate_batches(model: NanoEmoX, tokenizer: Tokenizer, records: Sequence[Record], batch_size: int = 8,
                      max_new_tokens: int = MAX_NEW_TOKENS, temperature: float = 0.0, top_p: float = 1.0,
                      seed: int = 0, buckets: Sequence[int] = BUCKETS, workers: int = 0, threads: int = 2,
-                     cut_left: bool = False) -> Iterator[Generated]:
+                     cut_left: bool = False, features: str | Path | None = None) -> Iterator[Generated]:
   """One `Generated` per batch of up to `batch_size` records of similar prompt length, as each batch finishes.
 
   temperature 0 is greedy; otherwise each record samples with its `record_keys(seed, ...)` key. Prompts are
   padded to the smallest of `buckets` that holds the batch; a longer prompt raises `ValueError` naming its record
   unless `cut_left` (its first text tokens are cut, never its placeholders: `pipeline.encode`). workers:
-  media-decoding processes (0: threads in the main process), threads: decoding threads.
+  media-decoding processes (0: threads in the main process), threads: decoding threads. features: a feature store
+  folder (`data.features.build_cache`: the towers run only for records without a valid entry, which is written).
   """
   if not records:
     return
+  cache = None if features is None else build_cache(features, model, records, batch_size, workers)
   order = np.argsort(prompt_lengths(tokenizer, model.config, records), kind="stable")
   config = PipelineConfig(batch_size=batch_size, buckets=tuple(buckets), train=False, workers=workers,
                           read_threads=max(threads, 1), read_buffer=2 * batch_size, prompt_only=True,
                           cut_left=cut_left)
   rows = iter(Pipeline([MixSource("predict", tuple(records[i] for i in order))], tokenizer, model.config, config,
-                       grain.sharding.NoSharding()))
+                       grain.sharding.NoSharding(), cache))
   mesh = mesh_lib.make_mesh(mesh_lib.MeshConfig())
   split = NamedSharding(mesh, PartitionSpec(mesh_lib.AXES))  # rows over every device
   size = -(-batch_size // mesh.size) * mesh.size
@@ -155,6 +162,8 @@ def generate_batches(model: NanoEmoX, tokenizer: Tokenizer, records: Sequence[Re
       log.warning("%d prompt(s) longer than %d tokens were cut from the left", rows.stats.truncated, buckets[-1])
   finally:
     rows.close()
+    if cache is not None:
+      cache.store.close()
 
 
 def generate_tokens(model: NanoEmoX, tokenizer: Tokenizer, records: Sequence[Record], **options: Any) -> np.ndarray:

@@ -1,0 +1,87 @@
+"""Inference from the persistent feature store (`predict.generate_batches(features=...)`, `infer --features`):
+the answers equal those of the towers run on decoded media, whether the store holds every record, some, or a corrupt
+entry; a fully stored run decodes nothing and runs no tower (counted: executions of the store's tower program and
+of the inference embeddings on media batches), also through the command with the model saved to a folder. A store
+of other towers is another space (tests/test_features.py): every entry is computed, as for an empty store."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nanoemox_jax.data import features
+from nanoemox_jax.data.features import FeatureStore, build_cache, space_settings
+from nanoemox_jax.data.manifest import write_jsonl
+from nanoemox_jax.infer import predict as pred
+from nanoemox_jax.infer.__main__ import main
+from tests.test_infer_cli import setup  # noqa: F401 (fixture)
+from tests.test_predict import model, tok  # noqa: F401 (fixtures)
+
+NEW_TOKENS = 8
+
+
+@pytest.fixture
+def calls(monkeypatch) -> dict[str, int]:
+  """Executions of the store's tower program ("store", as tests/test_features.py counts) and of the inference
+  embeddings on batches of decoded media, which run the towers ("media")."""
+  out = {"store": 0, "media": 0}
+  towers, embeddings = features._towers, pred._embeddings
+
+  def counted_towers(*args):
+    out["store"] += 1
+    return towers(*args)
+
+  def counted_embeddings(graphdef, state, batch):
+    out["media"] += batch.features is None
+    return embeddings(graphdef, state, batch)
+
+  monkeypatch.setattr(features, "_towers", counted_towers)
+  monkeypatch.setattr(pred, "_embeddings", counted_embeddings)
+  return out
+
+
+def test_stored_entries_give_the_towers_answers(setup, model, tok, tmp_path, calls, caplog, capsys):  # noqa: F811
+  folder, items = setup  # an OV-MER video with its wav, a MIntRec video, a CREMA-D clip, the first without video
+  tokens = lambda **options: pred.generate_tokens(model, tok, items, batch_size=2, max_new_tokens=NEW_TOKENS,
+                                                  **options)
+  want = tokens()
+  assert calls == {"store": 0, "media": 2}  # 2 + 2 records: both batches ran the towers
+  assert len({tuple(row) for row in want}) == len(items)  # the rows differ: a mix-up of rows or features would show
+  # Two records in the store, two not: those are computed (one tower batch) and written, none decoded in batches.
+  store = tmp_path / "store"
+  assert build_cache(store, model, items[1:3], batch_size=2).computed == 2
+  calls.update(store=0, media=0)
+  np.testing.assert_array_equal(tokens(features=store), want)
+  assert calls == {"store": 1, "media": 0}
+  space = FeatureStore(store, space_settings(model))
+  assert len(space.entries) == len(items)
+  # Every record stored: no tower output computed.
+  calls.update(store=0, media=0)
+  np.testing.assert_array_equal(tokens(features=store), want)
+  assert calls == {"store": 0, "media": 0}
+  # One byte of the first shard's second entry flipped: it fails its crc32 and is recomputed, the answers stay.
+  shard = min(space.folder.glob("*.bin"), key=lambda p: p.stat().st_mtime_ns)
+  blob = bytearray(shard.read_bytes())
+  blob[space.nbytes + 7] ^= 0x10
+  shard.write_bytes(bytes(blob))
+  calls.update(store=0, media=0)
+  np.testing.assert_array_equal(tokens(features=store), want)
+  assert calls == {"store": 1, "media": 0}
+  # The command with the model saved to a folder (the same weights) finds every entry: the same key.
+  write_jsonl(items, tmp_path / "test.jsonl")
+  calls.update(store=0, media=0)
+  assert main(["--checkpoint", str(folder), "--manifest", str(tmp_path / "test.jsonl"), "--out",
+               str(tmp_path / "preds.jsonl"), "--max-new-tokens", str(NEW_TOKENS), "--batch-size", "2",
+               "--features", str(store)]) == 0
+  assert calls == {"store": 0, "media": 0}
+  assert f"{len(items)} read, 0 computed" in caplog.text  # the store's summary line
+  got = {p["id"]: p["text"] for p in map(json.loads, (tmp_path / "preds.jsonl").read_text().splitlines())}
+  assert got == {r.id: pred.answer_text(tok, row) for r, row in zip(items, want)}
+  capsys.readouterr()
+  with pytest.raises(SystemExit, match="2"):  # a file, not a store folder: exit 2, the usage and one error line
+    main(["--checkpoint", str(folder), "--manifest", str(tmp_path / "test.jsonl"), "--out", str(tmp_path / "o"),
+          "--features", str(tmp_path / "test.jsonl")])
+  last = capsys.readouterr().err.strip().splitlines()[-1]
+  assert f"--features {tmp_path / 'test.jsonl'}: not a folder" in last
