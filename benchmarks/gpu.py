@@ -32,12 +32,15 @@ from nanoemox_jax.train.config import paper_phase
 PAPER_HOURS = 32.0  # Nano-EmoX's full P2E on one RTX 4090
 SCHEDULE = ("1a", "1b", "2", "3")
 DTYPES = {"bf16": jnp.bfloat16, "fp32": jnp.float32}
-# (phase, compute dtype, remat, LM attention, stored tower features): phase 3 on stored features first (the
-# acceptance rows: XLA's attention, then cuDNN's fused flash attention), the step with the towers for comparison,
-# then the other phases for the projection.
-RUNS = (("3", "bf16", False, "xla", True), ("3", "bf16", False, "cudnn", True), ("3", "bf16", False, "xla", False),
-        ("1a", "bf16", False, "xla", True), ("2", "bf16", False, "xla", True), ("1b", "bf16", False, "xla", True),
-        ("3", "bf16", True, "xla", True))
+CUDNN, SCAN = dict(attention_implementation="cudnn"), dict(scan_layers=True)
+# (phase, compute dtype, remat of the micro-batch loss, model options, stored tower features): phase 3 on stored
+# features first (the acceptance rows: XLA's attention, cuDNN's fused flash attention, then cuDNN with the LM's
+# decoder layers scanned for the compile time), the step with the towers for comparison, the other phases for
+# the projection, then per-layer remat.
+RUNS = (("3", "bf16", False, {}, True), ("3", "bf16", False, CUDNN, True), ("3", "bf16", False, CUDNN | SCAN, True),
+        ("3", "bf16", False, {}, False), ("1a", "bf16", False, {}, True), ("2", "bf16", False, {}, True),
+        ("1b", "bf16", False, {}, True), ("3", "bf16", False, CUDNN | SCAN | dict(remat_layers=True), True),
+        ("3", "bf16", True, {}, True))
 
 
 def matmul_peak(dtype, n: int) -> float:
@@ -68,26 +71,28 @@ def main(argv: list[str] | None = None) -> None:
                 runs=[])
   print(f"{result['device']}: matmul peak bf16 {result['peak_bf16'] / 1e12:.0f} TFLOP/s, "
         f"fp32 {result['peak_fp32'] / 1e12:.0f} TFLOP/s", flush=True)
-  for phase, dtype, remat, attention, stored in RUNS:
+  for phase, dtype, remat, options, stored in RUNS:
     if time.perf_counter() - begin > args.budget:
       break
     kw = dict(dtype=DTYPES[dtype], tower_dtype=jnp.bfloat16, stored=stored)
-    run_cfg = dataclasses.replace(cfg, attention_implementation=attention)
+    run_cfg = dataclasses.replace(cfg, **options)
     try:
-      run = dict(phase=phase, compute=dtype, remat=remat, attention=attention, stored=stored,
+      run = dict(phase=phase, compute=dtype, remat=remat, options=options, stored=stored,
                  **time_steps(run_cfg, phase, args.batch, args.seq, args.accumulation, remat=remat, **kw))
     except Exception as e:  # e.g. a cuDNN without fused attention for these shapes: recorded, the others still run
-      result["runs_failed"] = result.get("runs_failed", []) + [dict(phase=phase, attention=attention, stored=stored,
+      result["runs_failed"] = result.get("runs_failed", []) + [dict(phase=phase, options=options, stored=stored,
                                                                     error=repr(e))]
-      print(f"phase {phase} {dtype} attention={attention}: {e!r}", flush=True)
+      print(f"phase {phase} {dtype} {options}: {e!r}", flush=True)
       continue
     print(json.dumps(run), flush=True)
-    run["flops"] = model_flops(run_cfg, phase, args.batch, args.seq, args.accumulation, **kw)
+    # model FLOPs of the plain layer loop: XLA counts a scan body once, and remat's recomputation is not model work
+    plain = dataclasses.replace(run_cfg, scan_layers=False, remat_layers=False)
+    run["flops"] = model_flops(plain, phase, args.batch, args.seq, args.accumulation, **kw)
     run["mfu"] = run["flops"] / run["step_s"] / result["peak_bf16"] if run["flops"] else None
     result["runs"].append(run)
     out.write_text(json.dumps(result, indent=1))
   best = {}
-  for r in result["runs"]:  # fastest bf16 stored-feature run per phase, either attention
+  for r in result["runs"]:  # fastest bf16 stored-feature run per phase, any model options
     if r["stored"] and r["compute"] == "bf16":
       best[r["phase"]] = min(best.get(r["phase"], r["step_s"]), r["step_s"])
   if "3" in best:
@@ -95,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     result["projection_hours"] = dict(per_phase=per_phase, measured=sorted(best), total=sum(per_phase.values()),
                                       paper_rtx4090=PAPER_HOURS, updates={p: paper_phase(p).optim.steps for p in SCHEDULE})
   out.write_text(json.dumps(result, indent=1))
-  rows = [(f"phase {r['phase']} {r['compute']} remat={r['remat']} attention={r['attention']} "
+  rows = [(f"phase {r['phase']} {r['compute']} remat={r['remat']} {r['options'] or 'xla attention, layer loop'} "
            f"{'stored features' if r['stored'] else 'towers'}", f"{r['step_s']:.3f} s/step",
            f"MFU {100 * (r['mfu'] or 0):.1f}%, compile {r['compile_s']:.0f} s, peak {r['peak_gb']:.1f} GB, "
            f"recompiles {r['second_call_compilations']}") for r in result["runs"]]

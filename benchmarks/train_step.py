@@ -2,7 +2,7 @@
 with stored tower features instead of the towers.
 
     python -m benchmarks.train_step [--width 128 --llm-layers 4 --batch 3 --accumulation 4 --seq 256]
-                                    [--compare all|precision|features]
+                                    [--compare all|precision|features|layers]
 
 Every branch of the model at a reduced size (`model.presets._small`: CLIP, HuBERT, Swin, Q-Formers,
 fusion, Qwen2 with LoRA; the real 151,936-token vocabulary), random weights, the training loop's step
@@ -14,17 +14,22 @@ Stored features (`data.features`): the same step on micro-batches that carry the
 media. For the full config (`presets.full`, bf16, `--full-seq`), XLA's FLOP count of the compiled step on abstract
 weights and inputs (nothing allocated); at the mid-size config (fp32), the compiled FLOPs and the measured step
 times. Acceptance (issue 17): the step-time ratio towers / stored within 20% of the FLOP ratio.
+
+Decoder layers (`--compare layers`): the full config's phase-3 step on stored features compiled with the LM's
+layers looped, scanned (`model.scan_layers`) and rematerialised per layer (`model.remat_layers`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import time
 
 import jax.numpy as jnp
 
 from benchmarks.common import report
-from benchmarks.phase_step import model_flops, time_steps
+from benchmarks.phase_step import lowered_step, model_flops, time_steps
 from nanoemox_jax.model.presets import _small, full
 
 VARIANTS = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))
@@ -55,6 +60,30 @@ def stored_vs_towers(cfg, batch: int, seq: int, accumulation: int, steps: int, f
                     flop_ratio=flop_ratio, time_ratio=time_ratio)
 
 
+LAYER_VARIANTS = (("loop", {}), ("scan_layers", dict(scan_layers=True)), ("remat_layers", dict(remat_layers=True)),
+                  ("scan_layers + remat_layers", dict(scan_layers=True, remat_layers=True)))
+
+
+def decoder_layer_options(batch: int, seq: int, accumulation: int) -> tuple[list[tuple[str, str, str]], dict]:
+  """The full config's phase-3 step on stored features (bf16, abstract inputs) compiled on this machine's CPU
+  backend with the LM's decoder layers looped, scanned and/or rematerialised: compile seconds and compiled
+  temporaries. (XLA's cost analysis counts a scan body once, so FLOPs are always taken from the loop.)"""
+  rows, figures = [], {}
+  for name, options in LAYER_VARIANTS:
+    cfg = dataclasses.replace(full(), **options)
+    lowered = lowered_step(cfg, "3", batch, seq, accumulation, remat=False, dtype=jnp.bfloat16,
+                           tower_dtype=jnp.bfloat16, stored=True)
+    began = time.perf_counter()
+    compiled = lowered.compile()
+    seconds = time.perf_counter() - began
+    memory = compiled.memory_analysis()
+    figures[name] = dict(compile_s=seconds, temp_gb=memory.temp_size_in_bytes / 1e9,
+                         argument_gb=memory.argument_size_in_bytes / 1e9)
+    rows.append((f"full config phase 3, stored features, bf16, {batch}x{accumulation} x {seq}: {name}",
+                 f"compile {seconds:.0f} s", f"temporaries {figures[name]['temp_gb']:.2f} GB (CPU backend)"))
+  return rows, dict(layer_options=figures)
+
+
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--width", type=int, default=128)
@@ -63,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--accumulation", type=int, default=4)
   parser.add_argument("--seq", type=int, default=256)
   parser.add_argument("--steps", type=int, default=3)
-  parser.add_argument("--compare", choices=("all", "precision", "features"), default="all")
+  parser.add_argument("--compare", choices=("all", "precision", "features", "layers"), default="all")
   parser.add_argument("--full-batch", type=int, default=3, help="micro-batch of the full-config FLOP count")
   parser.add_argument("--full-seq", type=int, default=512, help="sequence length of the full-config FLOP count")
   args = parser.parse_args(argv)
@@ -71,10 +100,12 @@ def main(argv: list[str] | None = None) -> None:
   cfg = _small(width=args.width, llm_layers=args.llm_layers, vocab=151936, lora_rank=8)
   samples = args.batch * args.accumulation
   rows, runs, extra = [], [], {}
-  if args.compare != "precision":
+  if args.compare == "layers":
+    rows, extra = decoder_layer_options(args.full_batch, args.full_seq, args.accumulation)
+  elif args.compare != "precision":
     rows, extra = stored_vs_towers(cfg, args.batch, args.seq, args.accumulation, args.steps, args.full_batch,
                                    args.full_seq)
-  for dtype, remat in VARIANTS if args.compare != "features" else ():
+  for dtype, remat in VARIANTS if args.compare in ("all", "precision") else ():
     d = {"fp32": (jnp.float32, None), "bf16": (jnp.bfloat16, jnp.bfloat16)}[dtype]
     r = dict(dtype=dtype, remat=remat, **time_steps(cfg, "3", args.batch, args.seq, args.accumulation, remat=remat,
                                                       dtype=d[0], tower_dtype=d[1], steps=args.steps))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +12,7 @@ import transformers
 from flax import nnx
 
 from nanoemox_jax.checkpoints.parts import load_part
-from nanoemox_jax.model import qwen2
+from nanoemox_jax.model import lora, qwen2
 from nanoemox_jax.checkpoints.params_io import param_count
 from tests.hf_models import random_qwen2, save_and_convert, tiny_qwen2_config
 
@@ -128,3 +129,43 @@ def test_attention_implementation_is_checked_by_name():
   with pytest.raises(ValueError, match="attention_implementation='flash' is not one of"):
     qwen2.Qwen2ForCausalLM(qwen2.Qwen2Config.from_hf(tiny_qwen2_config().to_dict()), rngs=nnx.Rngs(0),
                            attention_implementation="flash")
+
+
+@functools.cache
+def lora_dropout_steps(**options) -> tuple[list, list[int]]:
+  """(loss, LoRA gradients) of two training-mode calls of a 4-layer model with LoRA dropout 0.25, and each dropout
+  stream's count afterwards."""
+  cfg = qwen2.Qwen2Config(vocab_size=211, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+  ids, mask = map(jnp.asarray, left_padded([9, 6], 211))
+  model = qwen2.Qwen2ForCausalLM(cfg, rngs=nnx.Rngs(0), **options)
+  lora.apply_lora(model, lora.LoRAConfig(rank=4, alpha=8, dropout=0.25), rngs=nnx.Rngs(1))
+  for i, layer in enumerate(lora.lora_layers(model)):
+    layer.lora_b[...] = 0.1 * jax.random.normal(jax.random.key(i), layer.lora_b[...].shape)
+  grad = nnx.jit(nnx.value_and_grad(lambda m: (m(ids, mask) ** 2).mean(), argnums=nnx.DiffState(0, nnx.LoRAParam)))
+  steps = [grad(model) for _ in range(2)]
+  return steps, [int(c[...]) for c in jax.tree.leaves(nnx.state(model, nnx.RngCount))]
+
+
+@pytest.mark.parametrize("options", [dict(scan_layers=True), dict(remat_layers=True),
+                                     dict(scan_layers=True, remat_layers=True)],
+                         ids=["scan", "remat", "scan+remat"])
+def test_scanned_and_rematerialised_layers_equal_the_loop(options):
+  """Two training-mode gradient steps with LoRA dropout 0.25 on: the same losses and adapter gradients as the
+  plain layer loop (same dropout masks: each layer's RNG streams advance as in the loop)."""
+  (plain, plain_counts), (other, other_counts) = lora_dropout_steps(), lora_dropout_steps(**options)
+  assert other_counts == plain_counts and set(plain_counts) == {2}
+  for (loss, grads), (ref_loss, ref_grads) in zip(other, plain):
+    np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+  assert float(plain[0][0]) != float(plain[1][0])  # the weights did not change: dropout drew new masks
+
+
+def test_scan_layers_refuses_layers_of_different_structure():
+  cfg = qwen2.Qwen2Config(vocab_size=211, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+  model = qwen2.Qwen2ForCausalLM(cfg, rngs=nnx.Rngs(0), scan_layers=True)
+  lora.apply_lora(model, lora.LoRAConfig(rank=4, targets=r"model\.layers\.0\..*q_proj"), rngs=nnx.Rngs(1))
+  with pytest.raises(ValueError, match="layer 1 differs from layer 0"):
+    model(jnp.zeros((1, 4), jnp.int32))

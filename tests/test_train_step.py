@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -19,8 +20,8 @@ from nanoemox_jax.train.step import OptimConfig, make_optimizer, make_train_step
 from tests.test_nanoemox import CFG, make_batch
 
 
-def fresh_model() -> NanoEmoX:
-  model = NanoEmoX(CFG, rngs=nnx.Rngs(0))
+def fresh_model(**options) -> NanoEmoX:
+  model = NanoEmoX(dataclasses.replace(CFG, **options), rngs=nnx.Rngs(0))
   for i, layer in enumerate(lora.lora_layers(model)):
     layer.lora_b[...] = 0.05 * jax.random.normal(jax.random.key(i), layer.lora_b[...].shape)
   return model
@@ -129,11 +130,14 @@ def test_clipping_is_off_unless_configured():
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)
 
 
-@pytest.mark.slow  # 47 s: two phase-3 compilations
-def test_remat_gives_the_same_update(big_batch):
+@pytest.mark.slow  # 25 s per phase-3 compilation, 4 of them
+@pytest.mark.parametrize("remat,options", [(True, {}), (False, dict(scan_layers=True)),
+                                           (False, dict(scan_layers=True, remat_layers=True))],
+                         ids=["remat_loss", "scan_layers", "scan_and_remat_layers"])
+def test_remat_and_scanned_layers_give_the_same_update(big_batch, remat, options):
   results = []
-  for remat in (False, True):
-    model = fresh_model()
+  for remat, options in ((False, {}), (remat, options)):
+    model = fresh_model(**options)
     model.eval()
     optimizer = nnx.Optimizer(model, make_optimizer(OptimConfig(1e-3, steps=10)), wrt=phases.trainable("3"))
     loss = float(make_train_step("3", remat=remat)(model, optimizer, stack(big_batch, 2))["loss"])

@@ -68,6 +68,8 @@ class NanoEmoXConfig:
   dropout: float = 0.1
   normalize_audio: bool = True  # Wav2Vec2FeatureExtractor do_normalize, per clip
   attention_implementation: str = "xla"  # the LM's attention core: "xla" or "cudnn" (fused flash, GPU + bf16)
+  scan_layers: bool = False  # the LM's decoder layers as one jax.lax.scan when no KV cache (compile once)
+  remat_layers: bool = False  # recompute each LM decoder layer in the backward pass (jax.checkpoint per layer)
   # Token ids of the placeholders. Defaults: the bundled Qwen2 tokenizer's (`data.tokenizer.BUNDLED`); a model
   # folder records its own tokenizer's (`checkpoints.parts`), and the data pipeline checks them against it.
   frame_token_id: int = 151648  # <FrameHere>
@@ -232,7 +234,8 @@ class NanoEmoX(nnx.Module):
       self.face_temporal = FaceTemporal(cfg, **kw)
     if "M" in m:
       self.fusion = MultiScaleFusion(cfg.fusion, **kw) if cfg.fusion_type == "experts" else AttentionFusion(cfg, **kw)
-    self.llm = freeze(qwen2.Qwen2ForCausalLM(cfg.llm, attention_implementation=cfg.attention_implementation, **kw),
+    self.llm = freeze(qwen2.Qwen2ForCausalLM(cfg.llm, attention_implementation=cfg.attention_implementation,
+                                           scan_layers=cfg.scan_layers, remat_layers=cfg.remat_layers, **kw),
                       tower_dtype)
     if cfg.lora is not None:
       apply_lora(self.llm, cfg.lora, rngs=rngs)

@@ -173,15 +173,21 @@ class Qwen2Model(nnx.Module):
 class Qwen2ForCausalLM(nnx.Module):
   """Corresponds to HF `Qwen2ForCausalLM`; `lm_head` exists only when embeddings are untied.
 
-  `attention_implementation`: "xla" or "cudnn" (see `Qwen2Attention`); it changes no parameter.
+  Execution options (none changes a parameter or a result beyond float rounding):
+  `attention_implementation` "xla" or "cudnn" (see `Qwen2Attention`); `scan_layers` runs the decoder stack
+  without a cache as one `jax.lax.scan` over the layers' weights stacked at call time (one layer body to
+  compile; costs one extra copy of the decoder weights while it runs); `remat_layers` recomputes each decoder
+  layer in the backward pass, keeping only its input (`jax.checkpoint`).
   """
 
   def __init__(self, cfg: Qwen2Config, *, rngs: nnx.Rngs, dtype: DType = jnp.float32,
-               param_dtype: DType = jnp.float32, attention_implementation: str = "xla"):
+               param_dtype: DType = jnp.float32, attention_implementation: str = "xla",
+               scan_layers: bool = False, remat_layers: bool = False):
     if attention_implementation not in ATTENTION_IMPLEMENTATIONS:
       raise ValueError(f"Qwen2ForCausalLM: attention_implementation={attention_implementation!r} is not one of "
                        f"{ATTENTION_IMPLEMENTATIONS}")
     self.config, self.dtype = cfg, dtype
+    self.scan_layers, self.remat_layers = scan_layers, remat_layers
     self.model = Qwen2Model(cfg, rngs=rngs, dtype=dtype, param_dtype=param_dtype,
                             attention_implementation=attention_implementation)
     self.lm_head = None if cfg.tie_word_embeddings else Linear(
@@ -214,6 +220,8 @@ class Qwen2ForCausalLM(nnx.Module):
       position_ids = positions_from_mask(valid, offset)
     cos, sin = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
     mask = causal_padding_mask(key_valid, query_slots)  # [B, T, S]
+    if cache is None and (self.scan_layers or self.remat_layers):
+      return self.model.norm(self._decoder_stack(x, cos, sin, mask)), None
     new_k, new_v = [], []
     for i, layer in enumerate(self.model.layers):
       layer_kv = None if cache is None else (cache.k[i], cache.v[i])
@@ -224,6 +232,40 @@ class Qwen2ForCausalLM(nnx.Module):
     if cache is None:
       return x, None
     return x, KVCache(tuple(new_k), tuple(new_v), key_valid, index + t)
+
+  def _decoder_stack(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
+    """The decoder layers without a cache, scanned and/or rematerialised: x [B, T, D] -> [B, T, D].
+
+    Each layer is split into its graph, its RNG state (the LoRA dropout streams, one per layer) and its
+    weights; the layer function returns the advanced RNG state, which is written back, so dropout draws the
+    same masks as the plain loop.
+    """
+    layers = list(self.model.layers)
+    parts = [nnx.split(layer, nnx.RngState, ...) for layer in layers]  # (graphdef, rng state, weights) per layer
+
+    def apply(graphdef: nnx.GraphDef, rng: nnx.State, weights: nnx.State, x: jax.Array):
+      layer = nnx.merge(graphdef, rng, weights)
+      x, _ = layer(x, cos, sin, mask, None, None)
+      return x, nnx.state(layer, nnx.RngState)
+
+    if self.remat_layers:
+      apply = jax.checkpoint(apply, static_argnums=(0,))
+    if not self.scan_layers:
+      for layer, (graphdef, rng, weights) in zip(layers, parts):
+        x, rng = apply(graphdef, rng, weights, x)
+        nnx.update(layer, rng)
+      return x
+    graphdef = parts[0][0]
+    if any(g != graphdef for g, _, _ in parts):
+      odd = next(i for i, (g, _, _) in enumerate(parts) if g != graphdef)
+      raise ValueError(f"Qwen2ForCausalLM: scan_layers needs decoder layers of one structure; layer {odd} differs "
+                       "from layer 0 (LoRA targets only some layers?)")
+    stack = lambda states: jax.tree.map(lambda *a: jnp.stack(a), *states)  # [L, ...] per leaf
+    rngs, weights = stack([p[1] for p in parts]), stack([p[2] for p in parts])
+    x, rngs = jax.lax.scan(lambda x, s: apply(graphdef, s[0], s[1], x), x, (rngs, weights))
+    for i, layer in enumerate(layers):
+      nnx.update(layer, jax.tree.map(lambda a: a[i], rngs))
+    return x
 
   def logits(self, hidden: jax.Array) -> jax.Array:
     """[..., D] -> float32 [..., V]; the tied head reads the embedding table."""
