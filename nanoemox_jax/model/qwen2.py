@@ -256,8 +256,8 @@ class Qwen2ForCausalLM(nnx.Module):
         nnx.update(layer, rng)
       return x
     graphdef = parts[0][0]
-    if any(g != graphdef for g, _, _ in parts):
-      odd = next(i for i, (g, _, _) in enumerate(parts) if g != graphdef)
+    odd = next((i for i, (g, _, _) in enumerate(parts) if g != graphdef), None)
+    if odd is not None:
       raise ValueError(f"Qwen2ForCausalLM: scan_layers needs decoder layers of one structure; layer {odd} differs "
                        "from layer 0 (LoRA targets only some layers?)")
     stack = lambda states: jax.tree.map(lambda *a: jnp.stack(a), *states)  # [L, ...] per leaf
