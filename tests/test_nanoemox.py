@@ -186,3 +186,38 @@ def test_ablation_switches_build_and_run_abstractly(overrides):
   built = {p[0] for p, _ in nnx.to_flat_state(nnx.state(model))}
   assert ("fusion" in built) == ("M" in cfg.modalities)
   assert ("face" in built) == ("F" in cfg.modalities)
+
+
+def test_attention_implementation_reaches_every_attention_core(monkeypatch):
+  """`attention_implementation` is model-wide: every `jax.nn.dot_product_attention` call of an eval-mode forward
+  (LM, Q-Formers, CLIP, HuBERT, Swin, face and fusion attention) carries it; in training mode the attentions
+  with probability dropout (Q-Formers, fusion) take the explicit path instead, the others stay fused."""
+  import dataclasses
+  from nanoemox_jax.model import layers, qformer, qwen2, swin
+  fused = jax.nn.dot_product_attention
+  calls: list[tuple[str | None, int]] = []
+
+  def recording(q, k, v, bias=None, mask=None, *, implementation=None, **kw):
+    calls.append((implementation, q.shape[1]))
+    return fused(q, k, v, bias, mask, **kw)  # traced only: "cudnn" would need a GPU
+
+  monkeypatch.setattr(jax.nn, "dot_product_attention", recording)
+  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), make_batch(0))
+  counts = {}
+  for implementation in ("xla", "cudnn"):
+    model = abstract_model(dataclasses.replace(CFG, attention_implementation=implementation))
+    kinds = {type(m) for _, m in nnx.iter_modules(model) if hasattr(m, "attention_implementation")}
+    assert kinds == {layers.MultiHeadAttention, qformer.MultiHeadAttention, swin.ShiftedWindowAttention,
+                     qwen2.Qwen2Attention}
+    assert {m.attention_implementation for _, m in nnx.iter_modules(model)
+            if hasattr(m, "attention_implementation")} == {implementation}
+    for mode in ("eval", "train"):
+      getattr(model, mode)()
+      calls.clear()
+      nnx.eval_shape(lambda m, b: m(b).loss, model, batch)
+      assert {c[0] for c in calls} == {None if implementation == "xla" else "cudnn"}
+      counts[implementation, mode] = len(calls)
+      if mode == "eval":  # every attention ran fused: LM rows, Q-Former queries, Swin windows, tower tokens
+        lengths = {c[1] for c in calls}
+        assert {S, CFG.video_qformer.num_query_tokens, CFG.face.swin.window_size ** 2} <= lengths
+  assert counts["xla", "eval"] == counts["cudnn", "eval"] > counts["cudnn", "train"] >= CFG.llm.num_hidden_layers

@@ -75,18 +75,28 @@ class LayerNorm(nnx.Module):
     return h.astype(self.dtype)
 
 
-def multi_head_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None,
-                         dropout: nnx.Dropout | None = None) -> jax.Array:
-  """softmax(q k^T / sqrt(H)) v with fp32 scores. q [B, Tq, N, H], k/v [B, Tk, N, H] -> [B, Tq, N, H].
+ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn")
 
-  mask: bool, broadcastable to [B, N, Tq, Tk] (True = visible). `dropout` acts on the probabilities.
+
+def multi_head_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None,
+                         bias: jax.Array | None = None, dropout: nnx.Dropout | None = None,
+                         implementation: str = "xla") -> jax.Array:
+  """softmax(q k^T / sqrt(H) + bias) v with fp32 scores. q [B, Tq, N, H], k/v [B, Tk, K, H] -> [B, Tq, N, H].
+
+  `jax.nn.dot_product_attention` (N = K x G query heads share a kv head): `implementation` "xla" runs
+  everywhere, "cudnn" is cuDNN's fused flash attention (GPU, bf16/fp16, H <= 128). mask: bool, broadcastable
+  to [B, N, Tq, Tk] (True = visible); bias: fp32, broadcastable to the same, added to the scores. An active
+  `dropout` acts on the probabilities, which no fused kernel exposes: then the same math runs as einsums (K = N).
   """
+  if dropout is None or dropout.deterministic or dropout.rate == 0:
+    return jax.nn.dot_product_attention(q, k, v, bias, mask, implementation=None if implementation == "xla" else
+                                        implementation)
   scores = jnp.einsum("bqnh,bknh->bnqk", q, k, preferred_element_type=jnp.float32) * q.shape[-1] ** -0.5
+  if bias is not None:
+    scores = scores + bias
   if mask is not None:
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(scores, axis=-1)
-  if dropout is not None:
-    probs = dropout(probs)
+  probs = dropout(jax.nn.softmax(scores, axis=-1))
   return jnp.einsum("bnqk,bknh->bqnh", probs.astype(v.dtype), v)
 
 
@@ -106,13 +116,15 @@ class MultiHeadAttention(nnx.Module):
     self.k_proj, self.v_proj = Linear(context_dim or dim, dim, **kw), Linear(context_dim or dim, dim, **kw)
     self.num_heads = num_heads
     self.dropout = nnx.Dropout(dropout, rngs=rngs) if dropout else None
+    self.attention_implementation = "xla"  # model-wide: `NanoEmoX` sets every attention core's
 
   def __call__(self, x: jax.Array, context: jax.Array | None = None, mask: jax.Array | None = None) -> jax.Array:
     """x [B, T, D] attends to context [B, S, C] (default x); mask [B, S] bool (True = visible) -> [B, T, D]."""
     context = x if context is None else context
     split = lambda h: h.reshape(h.shape[0], h.shape[1], self.num_heads, -1)  # [B, L, N, H]
     out = multi_head_attention(split(self.q_proj(x)), split(self.k_proj(context)), split(self.v_proj(context)),
-                               None if mask is None else mask[:, None, None, :].astype(bool), self.dropout)
+                               None if mask is None else mask[:, None, None, :].astype(bool),
+                               dropout=self.dropout, implementation=self.attention_implementation)
     return self.out_proj(out.reshape(x.shape))
 
 

@@ -24,7 +24,7 @@ from flax import nnx
 from nanoemox_jax.model import clip_vision, face, hubert, qwen2
 from nanoemox_jax.model.frozen import FrozenParam, freeze
 from nanoemox_jax.model.fusion import FusionConfig, MultiScaleFusion
-from nanoemox_jax.model.layers import DType, Linear, MultiHeadAttention
+from nanoemox_jax.model.layers import ATTENTION_IMPLEMENTATIONS, DType, Linear, MultiHeadAttention
 from nanoemox_jax.model.lora import LoRAConfig, apply_lora
 from nanoemox_jax.model.qformer import QFormer, QFormerConfig
 
@@ -67,7 +67,7 @@ class NanoEmoXConfig:
   face_input: str = "crop"  # "crop" (detected face, ImageNet-normalised) or "raw_frames" (authors' code)
   dropout: float = 0.1
   normalize_audio: bool = True  # Wav2Vec2FeatureExtractor do_normalize, per clip
-  attention_implementation: str = "xla"  # the LM's attention core: "xla" or "cudnn" (fused flash, GPU + bf16)
+  attention_implementation: str = "xla"  # every attention core (LM, Q-Formers, towers): "xla" or "cudnn" (GPU)
   scan_layers: bool = False  # the LM's decoder layers as one jax.lax.scan when no KV cache (compile once)
   remat_layers: bool = False  # recompute each LM decoder layer in the backward pass (jax.checkpoint per layer)
   # Token ids of the placeholders. Defaults: the bundled Qwen2 tokenizer's (`data.tokenizer.BUNDLED`); a model
@@ -90,9 +90,9 @@ class NanoEmoXConfig:
     if self.pairing == "layer_wise" and len(self.audio_layers) != len(self.visual_layers):
       problems.append(f"layer_wise pairing needs as many audio_layers {self.audio_layers} as visual_layers "
                       f"{self.visual_layers}")
-    if self.attention_implementation not in qwen2.ATTENTION_IMPLEMENTATIONS:
+    if self.attention_implementation not in ATTENTION_IMPLEMENTATIONS:
       problems.append(f"attention_implementation={self.attention_implementation!r} is not one of "
-                      f"{qwen2.ATTENTION_IMPLEMENTATIONS}")
+                      f"{ATTENTION_IMPLEMENTATIONS}")
     if self.face_input not in ("crop", "raw_frames"):
       problems.append(f"face_input={self.face_input!r} is not 'crop' or 'raw_frames'")
     if "M" in self.modalities and self.fusion_type == "experts":
@@ -234,11 +234,11 @@ class NanoEmoX(nnx.Module):
       self.face_temporal = FaceTemporal(cfg, **kw)
     if "M" in m:
       self.fusion = MultiScaleFusion(cfg.fusion, **kw) if cfg.fusion_type == "experts" else AttentionFusion(cfg, **kw)
-    self.llm = freeze(qwen2.Qwen2ForCausalLM(cfg.llm, attention_implementation=cfg.attention_implementation,
-                                           scan_layers=cfg.scan_layers, remat_layers=cfg.remat_layers, **kw),
-                      tower_dtype)
+    self.llm = freeze(qwen2.Qwen2ForCausalLM(cfg.llm, scan_layers=cfg.scan_layers, remat_layers=cfg.remat_layers,
+                                           **kw), tower_dtype)
     if cfg.lora is not None:
       apply_lora(self.llm, cfg.lora, rngs=rngs)
+    self.set_attributes(attention_implementation=cfg.attention_implementation)  # every attention core
 
   def tower_features(self, frames: jax.Array, faces: jax.Array, audio: jax.Array) -> TowerFeatures:
     """Run the frozen towers (no gradient). frames/faces [B, T, 3, H, W]; audio [B, C, S]."""

@@ -47,6 +47,7 @@ class MultiHeadAttention(nnx.Module):
     self.value = Linear(kv_size, cfg.hidden_size, **kw)
     self.heads = cfg.num_attention_heads
     self.dropout = nnx.Dropout(cfg.attention_probs_dropout_prob, rngs=rngs)
+    self.attention_implementation = "xla"  # model-wide: `NanoEmoX` sets every attention core's
 
   def __call__(self, x: jax.Array, context: jax.Array, context_mask: jax.Array | None) -> jax.Array:
     """x [B, Q, D] attends to context [B, S, C]; context_mask [B, S] (1 = visible) -> [B, Q, D]."""
@@ -54,7 +55,7 @@ class MultiHeadAttention(nnx.Module):
     split = lambda t: t.reshape(t.shape[0], t.shape[1], self.heads, d // self.heads)  # [B, L, N, H]
     mask = None if context_mask is None else context_mask[:, None, None, :].astype(bool)
     out = multi_head_attention(split(self.query(x)), split(self.key(context)), split(self.value(context)), mask,
-                               self.dropout)
+                               dropout=self.dropout, implementation=self.attention_implementation)
     return out.reshape(b, q, d)
 
 

@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nanoemox_jax.model.layers import DType, Linear, RMSNorm, apply_rope, causal_padding_mask, positions_from_mask, rope_cos_sin
+from nanoemox_jax.model.layers import (ATTENTION_IMPLEMENTATIONS, DType, Linear, RMSNorm, apply_rope, causal_padding_mask,
+                                      multi_head_attention, positions_from_mask, rope_cos_sin)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,14 +91,11 @@ class KVCache(NamedTuple):
     return self.valid.sum(-1).astype(jnp.int32)
 
 
-ATTENTION_IMPLEMENTATIONS = ("xla", "cudnn")
-
-
 class Qwen2Attention(nnx.Module):
   """Corresponds to HF `Qwen2Attention` (q/k/v with bias, o without).
 
-  The core is `jax.nn.dot_product_attention` (fp32 scores, GQA without repeating K/V): `implementation`
-  "xla" runs everywhere; "cudnn" is cuDNN's fused flash attention (GPU, bf16/fp16, head_dim <= 128).
+  The core is `layers.multi_head_attention` (`jax.nn.dot_product_attention`, GQA without repeating K/V):
+  `implementation` "xla" runs everywhere; "cudnn" is cuDNN's fused flash attention (GPU, bf16/fp16).
   """
 
   def __init__(self, cfg: Qwen2Config, *, rngs: nnx.Rngs, dtype: DType, param_dtype: DType,
@@ -109,7 +107,7 @@ class Qwen2Attention(nnx.Module):
     self.v_proj = Linear(d, k * h, use_bias=True, **kw)
     self.o_proj = Linear(n * h, d, use_bias=False, **kw)
     self.num_heads, self.num_kv, self.head_dim, self.dtype = n, k, h, dtype
-    self.implementation = implementation
+    self.attention_implementation = implementation
 
   def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
                cache_kv: tuple[jax.Array, jax.Array] | None, index: jax.Array | None):
@@ -122,8 +120,8 @@ class Qwen2Attention(nnx.Module):
     if cache_kv is not None:
       k = jax.lax.dynamic_update_slice(cache_kv[0], k.astype(cache_kv[0].dtype), (0, index, 0, 0))  # [B, S, K, H]
       v = jax.lax.dynamic_update_slice(cache_kv[1], v.astype(cache_kv[1].dtype), (0, index, 0, 0))
-    out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask[:, None],
-                                       implementation=None if self.implementation == "xla" else "cudnn")
+    out = multi_head_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask[:, None],
+                               implementation=self.attention_implementation)
     return self.o_proj(out.reshape(b, t, -1)), (k, v)  # out [B, T, N, H]
 
 

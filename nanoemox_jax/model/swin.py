@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from nanoemox_jax.model.layers import DType, LayerNorm, Linear
+from nanoemox_jax.model.layers import DType, LayerNorm, Linear, multi_head_attention
 
 _MASKED = -100.0  # what torchvision adds to scores across shifted-window region borders
 
@@ -121,6 +121,7 @@ class ShiftedWindowAttention(nnx.Module):
     self.relative_position_bias_table = nnx.Param(
         0.02 * jax.random.truncated_normal(rngs.params(), -2.0, 2.0, ((2 * window - 1) ** 2, num_heads), param_dtype))
     self.num_heads, self.window, self.shift, self.dtype = num_heads, window, shift, dtype
+    self.attention_implementation = "xla"  # model-wide: `NanoEmoX` sets every attention core's
 
   def __call__(self, x: jax.Array) -> jax.Array:  # [B, H, W, C] -> [B, H, W, C]
     b, h, w, c = x.shape
@@ -133,14 +134,14 @@ class ShiftedWindowAttention(nnx.Module):
     windows = window_partition(x, ws)  # [B, nW, N, C]
     nw, n = windows.shape[1:3]
     qkv = self.qkv(windows).reshape(b, nw, n, 3, heads, c // heads)  # [B, nW, N, 3, heads, hd]
-    q, k, v = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
-    scores = jnp.einsum("bwqnh,bwknh->bwnqk", q, k, preferred_element_type=jnp.float32) * (c // heads) ** -0.5
-    table = self.relative_position_bias_table[...].astype(jnp.float32)
-    scores = scores + table[relative_position_index(ws)].transpose(2, 0, 1)  # + [heads, N, N]
+    q, k, v = (qkv[:, :, :, i].reshape(b * nw, n, heads, c // heads) for i in range(3))  # [B*nW, N, heads, hd]
+    bias = self.relative_position_bias_table[...].astype(jnp.float32)[relative_position_index(ws)].transpose(2, 0, 1)
+    bias = bias[None]  # [1, heads, N, N]
     if any(shift):
-      scores = scores + shifted_window_mask(hp, wp, ws, shift)[:, None]  # + [nW, 1, N, N]
-    probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)  # [B, nW, heads, N, N]
-    out = jnp.einsum("bwnqk,bwknh->bwqnh", probs, v.astype(self.dtype)).reshape(b, nw, n, c)
+      bias = bias + shifted_window_mask(hp, wp, ws, shift)[:, None]  # + [nW, 1, N, N]
+      bias = jnp.broadcast_to(bias[None], (b,) + bias.shape).reshape(b * nw, heads, n, n)
+    out = multi_head_attention(q, k, v.astype(q.dtype), bias=bias, implementation=self.attention_implementation)
+    out = out.reshape(b, nw, n, c)
     x = window_merge(self.proj(out), ws, hp, wp)
     if any(shift):
       x = jnp.roll(x, shift, axis=(1, 2))
