@@ -2,11 +2,17 @@
 the answers equal those of the towers run on decoded media, whether the store holds every record, some, or a corrupt
 entry; a fully stored run decodes nothing and runs no tower (counted: executions of the store's tower program and
 of the inference embeddings on media batches), also through the command with the model saved to a folder. A store
-of other towers is another space (tests/test_features.py): every entry is computed, as for an empty store."""
+of other towers is another space (tests/test_features.py): every entry is computed, as for an empty store. A store
+on a read-only mount is read as it is: the command computes what it lacks in memory and answers the same."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,3 +91,46 @@ def test_stored_entries_give_the_towers_answers(setup, model, tok, tmp_path, cal
           "--features", str(tmp_path / "test.jsonl")])
   last = capsys.readouterr().err.strip().splitlines()[-1]
   assert f"--features {tmp_path / 'test.jsonl'}: not a folder" in last
+
+
+def read_only(folder: Path, *command: str) -> subprocess.CompletedProcess:
+  """Runs `command` with `folder` on a read-only mount: a bind mount remounted read-only in a mount namespace of
+  its own when root (whom file modes do not stop), else with the write bits removed."""
+  env = os.environ | {"JAX_PLATFORMS": "cpu"}
+  if os.geteuid() != 0:
+    subprocess.run(["chmod", "-R", "a-w", str(folder)], check=True)
+    try:
+      return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    finally:
+      subprocess.run(["chmod", "-R", "u+w", str(folder)], check=True)
+  mount = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+  probe = subprocess.run(["unshare", "-m", "sh", "-c", mount + " 2>&1", str(folder), "touch", str(folder / "probe")],
+                         capture_output=True, text=True) if shutil.which("unshare") else None
+  if probe is None or "Read-only file system" not in probe.stdout + probe.stderr:
+    pytest.skip(f"cannot mount {folder} read-only here as root (unshare -m): "
+                f"{probe and (probe.stdout + probe.stderr).strip()}")
+  return subprocess.run(["unshare", "-m", "sh", "-c", mount, str(folder), *command], capture_output=True, text=True,
+                        timeout=600, env=env)
+
+
+def test_a_read_only_store_is_read_and_what_it_lacks_computed_in_memory(setup, model, tok, tmp_path):  # noqa: F811
+  folder, items = setup
+  want = pred.generate_tokens(model, tok, items, batch_size=2, max_new_tokens=NEW_TOKENS)
+  store = tmp_path / "store"
+  assert build_cache(store, model, items[1:3], batch_size=2).computed == 2  # two of the four records stored
+  before = sorted((p.relative_to(store), p.stat().st_size) for p in store.rglob("*"))
+  write_jsonl(items, tmp_path / "test.jsonl")
+  run = read_only(store, sys.executable, "-m", "nanoemox_jax.infer", "--checkpoint", str(folder), "--manifest",
+                  str(tmp_path / "test.jsonl"), "--out", str(tmp_path / "preds.jsonl"), "--max-new-tokens",
+                  str(NEW_TOKENS), "--batch-size", "2", "--features", str(store))
+  assert run.returncode == 0, run.stderr
+  assert "is not writable (Read-only file system" in run.stderr or "is not writable (Permission denied" in run.stderr
+  assert "Traceback" not in run.stderr
+  got = {p["id"]: p["text"] for p in map(json.loads, (tmp_path / "preds.jsonl").read_text().splitlines())}
+  assert got == {r.id: pred.answer_text(tok, row) for r, row in zip(items, want)}
+  assert sorted((p.relative_to(store), p.stat().st_size) for p in store.rglob("*")) == before
+  # Building into it is refused before any work: one line, exit 2.
+  run = read_only(store, sys.executable, "-m", "nanoemox_jax.data.features", "build", "--manifests",
+                  str(tmp_path / "test.jsonl"), "--parts", str(folder), "--out", str(store))
+  assert run.returncode == 2 and run.stderr.strip() == (f"--out {store}: not writable (a read-only store is for "
+                                                        "reading: training and inference use it as it is)")

@@ -17,7 +17,8 @@ An entry key is the sha256 of the (video, audio) files' digests. Every process w
 host-pid-random); a shard, then its index, is written under a temporary name, fsynced and renamed, so a killed
 writer leaves no index that points at missing bytes, and readers ignore `*.tmp`. Each entry's crc32 covers its
 key, its decoder status and its bytes and is checked on every read: a missing or corrupt entry is recomputed,
-never read as data.
+never read as data. A store that cannot be written (a read-only mount, no permission) is read as it is: the
+entries it lacks are computed and kept in the process's memory, with one warning.
 
 Size: 135 KB per item for the full towers in bf16 (frames and audio [8, 1024], faces [8, 256], three experts'
 [8, 1024] per side), 270 KB in fp32.
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -67,6 +69,7 @@ VERSION = 1  # of the layout; part of every space's settings
 SHARD_ENTRIES = 64  # entries per shard (8.6 MB of full-size bf16 features)
 TOWER_NAMES = ("clip", "hubert", "face")
 MediaKey = tuple[str | None, str | None]  # (video, audio) paths as the records give them
+WRITE_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)  # a store we may read but not write
 
 
 def media_key(record: Record) -> MediaKey:
@@ -86,7 +89,12 @@ class FileDigests:
   per store. A path that is no regular file gets "absent:<path>" (its entry then holds the decoder's error)."""
 
   def __init__(self, folder: Path, writer: str):
-    folder.mkdir(parents=True, exist_ok=True)
+    self.log: Path | None = folder / f"{writer}.jsonl"
+    try:
+      folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+      _denied(e, folder)
+      self.log = None
     self.known: dict[tuple[str, int, int], str] = {}
     for path in folder.glob("*.jsonl"):
       for line in path.read_text(errors="replace").splitlines():
@@ -95,7 +103,6 @@ class FileDigests:
           self.known[(d["path"], d["size"], d["mtime_ns"])] = d["sha256"]
         except (ValueError, KeyError, TypeError):  # a line cut by a killed writer
           continue
-    self.log = folder / f"{writer}.jsonl"
 
   def __call__(self, path: str | None) -> str:
     if path is None:
@@ -111,9 +118,22 @@ class FileDigests:
     if key not in self.known:
       with open(p, "rb") as f:
         self.known[key] = hashlib.file_digest(f, "sha256").hexdigest()
-      with open(self.log, "a") as f:
-        f.write(json.dumps({"path": key[0], "size": key[1], "mtime_ns": key[2], "sha256": self.known[key]}) + "\n")
+      if self.log is not None:
+        try:
+          with open(self.log, "a") as f:
+            f.write(json.dumps({"path": key[0], "size": key[1], "mtime_ns": key[2], "sha256": self.known[key]}) + "\n")
+        except OSError as e:
+          _denied(e, self.log.parent)
+          self.log = None
     return self.known[key]
+
+
+def _denied(error: OSError, folder: Path) -> None:
+  """Re-raises `error` unless it says the store may not be written; then logs a warning naming `folder`."""
+  if error.errno not in WRITE_DENIED:
+    raise error
+  log.warning("feature store: %s is not writable (%s); what it lacks is computed and kept in memory only", folder,
+              error.strerror)
 
 
 def entry_key(video_digest: str, audio_digest: str) -> str:
@@ -182,9 +202,15 @@ class FeatureStore:
     blob = json.dumps(settings, sort_keys=True, indent=1).encode()
     self.root = Path(root)
     self.folder = self.root / hashlib.sha256(blob).hexdigest()[:16]
-    self.folder.mkdir(parents=True, exist_ok=True)
-    if not (self.folder / "space.json").exists():
-      atomic_write(self.folder / "space.json", blob)
+    self.read_only = False
+    self.memory: dict[str, tuple[MediaStatus, tuple[np.ndarray, ...]]] = {}  # new entries of a read-only store
+    try:
+      self.folder.mkdir(parents=True, exist_ok=True)
+      if not (self.folder / "space.json").exists():
+        atomic_write(self.folder / "space.json", blob)
+    except OSError as e:
+      _denied(e, self.folder)
+      self.read_only = True
     self.fields = [(name, tuple(shape), np.dtype(jnp.dtype(dtype))) for name, shape, dtype in settings["fields"]]
     self.sizes = [math.prod(shape) * dtype.itemsize for _, shape, dtype in self.fields]
     self.nbytes = sum(self.sizes)
@@ -220,6 +246,8 @@ class FeatureStore:
   def read(self, key: str) -> tuple[MediaStatus, tuple[np.ndarray, ...]] | None:
     """The entry's decoder status and per-item arrays, or None when it is missing or every copy fails its crc32
     (logged; such copies are forgotten)."""
+    if key in self.memory:
+      return self.memory[key]
     for entry in list(self.entries.get(key, ())):
       try:
         data = self._pread(entry.shard, entry.offset)
@@ -235,7 +263,11 @@ class FeatureStore:
     return None
 
   def write(self, items: Sequence[tuple[str, MediaStatus, Sequence[np.ndarray]]]) -> None:
-    """One shard of `items` (key, status, per-item arrays), then its index; the entries are read first from now."""
+    """One shard of `items` (key, status, per-item arrays), then its index; the entries are read first from now.
+    A read-only store keeps them in memory."""
+    if self.read_only:
+      self.memory.update((key, (status, tuple(arrays))) for key, status, arrays in items)
+      return
     name = f"{self.writer}-{self.shards:06d}"
     self.shards += 1
     blob, index = bytearray(), {}
@@ -245,8 +277,13 @@ class FeatureStore:
       assert len(data) == self.nbytes, (len(data), self.nbytes)
       index[key] = [len(blob), _checksum(key, status, data), status.has_video, status.has_audio, list(status.errors)]
       blob += data
-    atomic_write(self.folder / f"{name}.bin", bytes(blob))
-    atomic_write(self.folder / f"{name}.json", json.dumps({"shard": f"{name}.bin", "entries": index}).encode())
+    try:
+      atomic_write(self.folder / f"{name}.bin", bytes(blob))
+      atomic_write(self.folder / f"{name}.json", json.dumps({"shard": f"{name}.bin", "entries": index}).encode())
+    except OSError as e:
+      _denied(e, self.folder)
+      self.read_only = True
+      return self.write(items)
     self._indexes.add(f"{name}.json")
     for key, (offset, crc, *_), (_, status, _) in zip(index, index.values(), items):
       self.entries.setdefault(key, []).insert(0, Entry(f"{name}.bin", offset, crc, status))
@@ -393,12 +430,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
   dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
   try:
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    if not os.access(args.out, os.W_OK):  # EROFS for root too
+      raise ValueError(f"--out {args.out}: not writable (a read-only store is for reading: training and inference "
+                       "use it as it is)")
     records = [r for path in args.manifests for r in read_jsonl(path)]
     model = parts.load(args.parts, dtype=dtypes[args.compute_dtype], tower_dtype=dtypes[args.tower_dtype])
-  except (FileNotFoundError, ValueError) as e:
+  except (OSError, ValueError) as e:
     print(str(e).splitlines()[0], file=sys.stderr)
     return 2
-  cache = build_cache(args.out, model, records, args.batch_size, args.workers, (i, n), True, args.shard_entries)
+  try:
+    cache = build_cache(args.out, model, records, args.batch_size, args.workers, (i, n), True, args.shard_entries)
+  except OSError as e:  # the machine's: a full disk (ENOSPC); finished shards are kept, the same command goes on
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   print(f"{cache.store.folder}: {cache.read + cache.computed} entries of part {i}/{n}, {cache.computed} computed")
   cache.store.close()
   return 0

@@ -268,6 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   except KeyboardInterrupt:
     print("\ninterrupted: finished batches are kept; the same command continues", file=sys.stderr)
     return 130
+  except OSError as e:  # the machine's, not the input's: a full disk (ENOSPC), a read-only --out
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   return 0
 
 
