@@ -134,3 +134,26 @@ def test_a_read_only_store_is_read_and_what_it_lacks_computed_in_memory(setup, m
                   str(tmp_path / "test.jsonl"), "--parts", str(folder), "--out", str(store))
   assert run.returncode == 2 and run.stderr.strip() == (f"--out {store}: not writable (a read-only store is for "
                                                         "reading: training and inference use it as it is)")
+
+
+def test_a_bfloat16_store_built_for_training_serves_bfloat16_inference(setup, tmp_path, calls, caplog):  # noqa: F811
+  """`features build` with bfloat16 towers and compute (what the paper configs train with) makes the entries that
+  `infer --compute-dtype bfloat16 --tower-dtype bfloat16` (its defaults on a GPU) reads: no tower runs, and the
+  answers equal those of the towers run on decoded media at the same dtypes."""
+  from nanoemox_jax.data.features import main as features_main
+  folder, items = setup
+  items = items[:2]  # an OV-MER video with its wav, a MIntRec video: one batch
+  write_jsonl(items, tmp_path / "test.jsonl")
+  bf16 = ["--compute-dtype", "bfloat16", "--tower-dtype", "bfloat16"]
+  assert features_main(["build", "--manifests", str(tmp_path / "test.jsonl"), "--parts", str(folder), "--out",
+                        str(tmp_path / "store"), "--workers", "0", "--batch-size", "2", *bf16]) == 0
+  answers = {}
+  for name, extra in (("towers", []), ("store", ["--features", str(tmp_path / "store")])):
+    calls.update(store=0, media=0)
+    out = tmp_path / f"{name}.jsonl"
+    assert main(["--checkpoint", str(folder), "--manifest", str(tmp_path / "test.jsonl"), "--out", str(out),
+                 "--max-new-tokens", str(NEW_TOKENS), "--batch-size", "2", *bf16, *extra]) == 0
+    answers[name] = {p["id"]: p["text"] for p in map(json.loads, out.read_text().splitlines())}
+  assert calls == {"store": 0, "media": 0}
+  assert f"{len(items)} read, 0 computed" in caplog.text
+  assert answers["store"] == answers["towers"] and len(answers["towers"]) == len(items)

@@ -25,10 +25,11 @@ replicated); records are batched by prompt length, their media decoded ahead by 
 --batch-size, the devices or a resume. A record whose media fail is answered with that modality
 masked (logged). --features STORE (either mode): tower outputs are read from a feature store (`nanoemox_jax.data.
 features`, training's `paths.features`) where it holds the media's entry for this model's towers and settings (key:
-the media files' sha256, the towers' weight digest, the tower dtype and this command's compute dtype float32, the
-decoder's settings; `features build --compute-dtype float32 --tower-dtype T` makes entries for it); the other
-records' media are decoded and run through the towers first, once, and written to the store. Exit codes: 0 done,
-2 bad input (the message names the file, record or field), 130 interrupted.
+the media files' sha256, the towers' weight digest, --tower-dtype and --compute-dtype, the decoder's settings: on a
+GPU both default to bfloat16, as in training, so a training run's store serves inference); the other records' media
+are decoded and run through the towers first, once, and written to the store (a read-only store keeps them in
+memory). Exit codes: 0 done, 1 a machine error (full disk, read-only --out), 2 bad input (the message names the
+file, record or field), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -91,7 +92,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   gen.add_argument("--features", metavar="STORE",
                    help="feature store folder: stored tower outputs are read, missing ones computed and written")
   gen.add_argument("--tower-dtype", choices=("auto", *DTYPES), default="auto",
-                   help="frozen towers and LM base (auto: bfloat16 on an accelerator, float32 on CPU)")
+                   help="frozen towers and LM base weights (auto: bfloat16 on an accelerator, float32 on CPU)")
+  gen.add_argument("--compute-dtype", choices=("auto", *DTYPES), default="auto",
+                   help="activations (auto: bfloat16 on an accelerator, as the paper configs train; float32 on CPU)")
   args = p.parse_args(argv)
   if args.manifest:
     if not args.out:
@@ -131,11 +134,9 @@ def load(args: argparse.Namespace) -> tuple[nanoemox.NanoEmoX, Tokenizer]:
     raise InputError(f"{args.checkpoint}: no tokenizer/ folder recorded with the model; pass --tokenizer DIR "
                      f"(the LM's tokenizer folder, e.g. {BUNDLED})")
   tokenizer = Tokenizer(folder)
-  if args.tower_dtype == "auto":
-    tower = jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
-  else:
-    tower = DTYPES[args.tower_dtype]
-  return parts.load(args.checkpoint, tower_dtype=tower), tokenizer
+  auto = jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+  dtype = lambda choice: auto if choice == "auto" else DTYPES[choice]
+  return parts.load(args.checkpoint, dtype=dtype(args.compute_dtype), tower_dtype=dtype(args.tower_dtype)), tokenizer
 
 
 def read_history(path: str) -> tuple[tuple[Turn, ...], str]:
