@@ -26,7 +26,8 @@ PHASE = "phase1b"  # trains the face branch, whose crops were the nondeterminist
 
 
 def _start(cmd: list[str], hash_seed: int) -> subprocess.Popen:
-  env = os.environ | {"PYTHONHASHSEED": str(hash_seed)}
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
+  env |= {"PYTHONHASHSEED": str(hash_seed)}  # each process compiles its own programs (no shared cache)
   return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
