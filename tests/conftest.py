@@ -21,7 +21,8 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _xla_cache = tempfile.mkdtemp(prefix="nanoemox-tests-xla-")
   atexit.register(shutil.rmtree, _xla_cache, True)
   os.environ.update(JAX_COMPILATION_CACHE_DIR=_xla_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+                    JAX_COMPILATION_CACHE_MAX_SIZE=str(8 << 30))  # a size limit turns on jax's file lock
 
 import jax
 
