@@ -283,7 +283,8 @@ class FeatureStore:
     except OSError as e:
       _denied(e, self.folder)
       self.read_only = True
-      return self.write(items)
+      self.write(items)  # into memory
+      return
     self._indexes.add(f"{name}.json")
     for key, (offset, crc, *_), (_, status, _) in zip(index, index.values(), items):
       self.entries.setdefault(key, []).insert(0, Entry(f"{name}.bin", offset, crc, status))
